@@ -1,0 +1,179 @@
+//! Matrix error bodies and the shared HTTP body type. Every refusal the sidecar makes
+//! itself is a [`MatrixError`]: an `errcode`, a sentence, and the right status.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+
+/// The one body type of every request and response the sidecar handles: streamed
+/// (`hyper::body::Incoming`) or built here (`Full`).
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A body from bytes in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A JSON response with the right `Content-Length`.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).expect("a serde_json::Value always serialises");
+    let mut response = Response::new(full(bytes.clone()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    response
+}
+
+/// A Matrix error: `{"errcode": …, "error": …}` with a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixError {
+    pub status: StatusCode,
+    pub errcode: &'static str,
+    pub error: String,
+    /// For 429: milliseconds until a retry can succeed (`retry_after_ms` and `Retry-After`).
+    pub retry_after_ms: Option<u64>,
+}
+
+impl MatrixError {
+    pub fn new(status: StatusCode, errcode: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            errcode,
+            error: error.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn bad_request(errcode: &'static str, error: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, errcode, error)
+    }
+
+    pub fn missing_param(name: &str) -> Self {
+        Self::bad_request("M_MISSING_PARAM", format!("Missing parameter: {name}"))
+    }
+
+    pub fn invalid_param(error: impl Into<String>) -> Self {
+        Self::bad_request("M_INVALID_PARAM", error)
+    }
+
+    pub fn not_json() -> Self {
+        Self::bad_request("M_NOT_JSON", "Content not JSON.")
+    }
+
+    pub fn bad_json(error: impl Into<String>) -> Self {
+        Self::bad_request("M_BAD_JSON", error)
+    }
+
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    pub fn unrecognized() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "M_UNRECOGNIZED",
+            "This endpoint does not accept this method.",
+        )
+    }
+
+    /// The session store is down: the client should try again.
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "M_UNKNOWN",
+            "The verification service is temporarily unavailable; try again.",
+        )
+    }
+
+    /// Our own failure.
+    pub fn internal(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", error)
+    }
+
+    pub fn limit_exceeded(retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "M_LIMIT_EXCEEDED",
+                "Too many requests; wait before trying again.",
+            )
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut body = serde_json::json!({ "errcode": self.errcode, "error": self.error });
+        if let Some(ms) = self.retry_after_ms {
+            body["retry_after_ms"] = ms.into();
+        }
+        let mut response = json_response(self.status, &body);
+        if let Some(ms) = self.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for MatrixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.errcode, self.error)
+    }
+}
+
+impl std::error::Error for MatrixError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(response: Response<Body>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_error_is_a_matrix_body_with_content_length() {
+        let response = MatrixError::missing_param("email").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let len: usize = response.headers()[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+        let body = body_json(response).await;
+        assert_eq!(body["errcode"], "M_MISSING_PARAM");
+        assert_eq!(body["error"], "Missing parameter: email");
+        assert_eq!(len, serde_json::to_vec(&body).unwrap().len());
+    }
+
+    #[tokio::test]
+    async fn limit_exceeded_carries_retry_after_in_body_and_header() {
+        let response = MatrixError::limit_exceeded(1500).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[hyper::header::RETRY_AFTER], "2");
+        assert_eq!(body_json(response).await["retry_after_ms"], 1500);
+    }
+}

@@ -1,0 +1,1 @@
+//! The in-process backend (placeholder until written).

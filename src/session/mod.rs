@@ -1,0 +1,187 @@
+//! Verification sessions (DESIGN §4): what a requestToken starts and a submit completes.
+//! One [`SessionStore`] trait, two backends: [`memory`] for a single process and [`redis`]
+//! for production, with the same semantics and one shared test suite.
+
+pub mod memory;
+pub mod redis;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::token::{SecretHash, TokenHash};
+
+/// The kind of third-party identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Medium {
+    Email,
+    Msisdn,
+}
+
+impl Medium {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Medium::Email => "email",
+            Medium::Msisdn => "msisdn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "email" => Some(Medium::Email),
+            "msisdn" => Some(Medium::Msisdn),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Medium {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the address is being verified: decides which message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    Registration,
+    PasswordReset,
+    AddThreepid,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Registration => "registration",
+            Purpose::PasswordReset => "password_reset",
+            Purpose::AddThreepid => "add_threepid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registration" => Some(Purpose::Registration),
+            "password_reset" => Some(Purpose::PasswordReset),
+            "add_threepid" => Some(Purpose::AddThreepid),
+            _ => None,
+        }
+    }
+}
+
+/// Lifetimes and limits every backend enforces the same way.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Every key starts with it (Redis only).
+    pub key_prefix: String,
+    /// A session ends this long after its last change (creation, a new send, validation).
+    pub session_lifetime: Duration,
+    /// Wrong tokens a session survives.
+    pub max_submit_attempts: u32,
+}
+
+/// A requestToken that passed validation: start a session or continue the one that
+/// `(medium, address, client_secret)` already has.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub medium: Medium,
+    /// Canonical form (DESIGN §5).
+    pub address: String,
+    pub client_secret: SecretHash,
+    pub purpose: Purpose,
+    pub next_link: Option<String>,
+    pub send_attempt: u64,
+    /// Hash of the token that will be sent if the decision is [`SendDecision::Send`].
+    pub token: TokenHash,
+    /// When that token stops being accepted (unix ms).
+    pub token_expires_ms: u64,
+    /// Now (unix ms), passed in so that tests control time.
+    pub now_ms: u64,
+}
+
+/// What the store decided for a [`SendRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendDecision {
+    /// The token was stored: send it. If sending fails, call [`SessionStore::undo_send`]
+    /// with this decision so that nothing is left half-made.
+    Send {
+        sid: String,
+        /// The session was created by this request.
+        created: bool,
+        /// The session's `send_attempt` before this request (None when created).
+        previous_attempt: Option<u64>,
+    },
+    /// `send_attempt` was not above the last one: answer with the same sid, send nothing.
+    AlreadySent { sid: String },
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub sid: String,
+    pub medium: Medium,
+    pub address: String,
+    pub client_secret: SecretHash,
+    pub purpose: Purpose,
+    pub next_link: Option<String>,
+    pub send_attempt: u64,
+    pub failed_submits: u32,
+    /// Unix ms, once validated.
+    pub validated_at: Option<u64>,
+}
+
+/// What a submitted token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// The token matched (or the session was already validated by an earlier submit).
+    Validated(Session),
+    /// Wrong or expired token; `remaining` more wrong tokens are allowed.
+    WrongToken { remaining: u32 },
+    /// `max_submit_attempts` wrong tokens were spent: the session is refused for good.
+    TooManyAttempts,
+    /// No such sid, or the client_secret does not match it.
+    NoSession,
+}
+
+/// The store could not be reached or answered nonsense: the client gets 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store timed out")]
+    Timeout,
+    #[error("session store returned unexpected data: {0}")]
+    Corrupt(String),
+}
+
+/// Where sessions live. Every method is atomic with respect to the others, across all
+/// replicas that share the store.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Starts or continues a session (the `send_attempt` rule of DESIGN §4).
+    fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>>;
+
+    /// Takes back a [`SendDecision::Send`] whose message could not be sent: the token is
+    /// removed, a created session is deleted, a continued one gets its old `send_attempt`.
+    fn undo_send<'a>(
+        &'a self,
+        decision: &'a SendDecision,
+        token: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A live session by sid.
+    fn get<'a>(&'a self, sid: &'a str, now_ms: u64) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+
+    /// Checks a submitted token in constant time and validates the session on a match.
+    /// A wrong token is counted before it is compared, so parallel guesses cannot exceed
+    /// `max_submit_attempts`.
+    fn submit<'a>(
+        &'a self,
+        sid: &'a str,
+        client_secret: &'a SecretHash,
+        token: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<SubmitOutcome, StoreError>>;
+
+    /// Whether the store answers (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,1 @@
+//! The Redis backend (placeholder until written).
