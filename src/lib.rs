@@ -2,11 +2,243 @@
 //! `/requestToken` and friends itself, verifies email addresses and phone numbers, and
 //! lets the homeserver complete registration, password reset and add-3PID by answering
 //! its identity-server callbacks. Everything else is forwarded unchanged.
+//!
+//! [`start`] binds the three listeners and returns a [`Running`] handle (tests start the
+//! whole server in process on `127.0.0.1:0`); [`run`] also waits for SIGTERM/SIGINT and
+//! drains.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod delivery;
 pub mod matrix;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod templates;
+pub mod tls;
 pub mod token;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, StoreBackend};
+use crate::delivery::Mailer;
+use crate::metrics::Metrics;
+use crate::proxy::Upstream;
+use crate::server::{Bound, Listener};
+use crate::session::{SessionStore, StoreSettings};
+use crate::templates::Templates;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct AppState {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub metrics: Metrics,
+    pub store: Arc<dyn SessionStore>,
+    pub mailer: Arc<dyn Mailer>,
+    pub templates: Arc<Templates>,
+    ready: AtomicBool,
+    request_ids: AtomicU64,
+    request_id_prefix: u32,
+}
+
+impl AppState {
+    /// Ready for traffic: started and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+        self.metrics.set_ready(ready);
+    }
+
+    /// A short id for log lines, unique within this process and unlikely to repeat
+    /// across replicas.
+    pub fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{n:08x}", self.request_id_prefix)
+    }
+
+    /// Now, in unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Why the sidecar could not start. The binary exits with a non-zero status.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(#[from] rustls::Error),
+    #[error("session store: {0}")]
+    Store(#[from] session::StoreError),
+    #[error("templates: {0}")]
+    Templates(#[from] templates::TemplateError),
+    #[error("email: {0}")]
+    Mail(#[from] delivery::DeliveryError),
+}
+
+/// A started sidecar: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub client_addr: SocketAddr,
+    pub identity_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop_traffic: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    traffic: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful shutdown: readiness false, stop accepting, let in-flight requests finish
+    /// (at most `server.shutdown_grace`), then close the admin listener.
+    pub async fn shutdown(self) {
+        self.state.set_ready(false);
+        tracing::info!("draining");
+        let _ = self.stop_traffic.send(true);
+        for task in self.traffic {
+            let _ = task.await;
+        }
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin.await;
+        tracing::info!("stopped");
+    }
+}
+
+fn build_store(config: &Config) -> Result<Arc<dyn SessionStore>, session::StoreError> {
+    let settings = StoreSettings {
+        key_prefix: config.store.key_prefix.clone(),
+        session_lifetime: config.threepid.session_lifetime,
+        max_submit_attempts: config.threepid.max_submit_attempts,
+    };
+    Ok(match config.store.backend {
+        StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),
+        StoreBackend::Redis => Arc::new(session::redis::RedisStore::new(
+            &config.store.url,
+            settings,
+            config.store.command_timeout,
+        )?),
+    })
+}
+
+/// Builds the state, binds every listener and starts serving. Returns once all listeners
+/// are bound and readiness is true.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let templates = Arc::new(Templates::load(config.email.templates_dir.as_deref())?);
+    let mailer: Arc<dyn Mailer> = Arc::new(delivery::email::EmailSender::new(
+        &config.email,
+        &config.server.server_name,
+        templates.clone(),
+    )?);
+    let store = build_store(&config)?;
+    let upstream = Upstream::new(&config.upstream)?;
+
+    let client_tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|files| tls::server_config(files, &[b"h2", b"http/1.1"]))
+        .transpose()?
+        .map(TlsAcceptor::from);
+    let identity_files = match &config.identity.tls {
+        Some(files) => files.clone(),
+        None => {
+            let files = tls::generate_self_signed(
+                &config.identity.server_name,
+                &config.identity.generated_cert_dir,
+            )?;
+            tracing::info!(
+                cert = %files.cert.display(),
+                server_name = %config.identity.server_name,
+                "generated a self-signed identity certificate; make the homeserver trust it"
+            );
+            files
+        }
+    };
+    // Legacy homeservers speak HTTP/1.1 to identity servers.
+    let identity_tls = TlsAcceptor::from(tls::server_config(&identity_files, &[b"http/1.1"])?);
+
+    let bind = |listener: Listener, name: &'static str, addr: SocketAddr, tls| async move {
+        Bound::bind(listener, addr, tls)
+            .await
+            .map_err(|source| StartError::Bind {
+                listener: name,
+                addr,
+                source,
+            })
+    };
+    let client = bind(Listener::Client, "server.listen", config.server.listen, client_tls).await?;
+    let identity = bind(
+        Listener::Identity,
+        "identity.listen",
+        config.identity.listen,
+        Some(identity_tls),
+    )
+    .await?;
+    let admin = bind(Listener::Admin, "admin.listen", config.admin.listen, None).await?;
+    let (client_addr, identity_addr, admin_addr) =
+        (client.local_addr(), identity.local_addr(), admin.local_addr());
+
+    let grace = config.server.shutdown_grace;
+    let state = Arc::new(AppState {
+        config,
+        upstream,
+        metrics: Metrics::new(),
+        store,
+        mailer,
+        templates,
+        ready: AtomicBool::new(false),
+        request_ids: AtomicU64::new(0),
+        request_id_prefix: rand::random(),
+    });
+    let (stop_traffic, stop_traffic_rx) = watch::channel(false);
+    let (stop_admin, stop_admin_rx) = watch::channel(false);
+    let traffic = vec![
+        server::spawn_listener(client, state.clone(), stop_traffic_rx.clone(), grace),
+        server::spawn_listener(identity, state.clone(), stop_traffic_rx, grace),
+    ];
+    // The admin listener outlives the drain so that probes see readiness turn false.
+    let admin = server::spawn_listener(admin, state.clone(), stop_admin_rx, grace);
+    state.set_ready(true);
+    tracing::info!(%client_addr, %identity_addr, %admin_addr, "listening");
+    Ok(Running {
+        client_addr,
+        identity_addr,
+        admin_addr,
+        state,
+        stop_traffic,
+        stop_admin,
+        traffic,
+        admin,
+    })
+}
+
+/// Starts, serves until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = start(config).await?;
+    server::shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}

@@ -148,6 +148,86 @@ impl std::fmt::Display for MatrixError {
 
 impl std::error::Error for MatrixError {}
 
+/// Reads a whole request body of at most `limit` bytes: 413 `M_TOO_LARGE` beyond.
+pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, MatrixError> {
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(MatrixError::too_large(limit)),
+        Err(e) => Err(MatrixError::bad_request(
+            "M_UNKNOWN",
+            format!("Could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// A JSON object from a body: 400 `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it
+/// is JSON but not an object.
+pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, MatrixError> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(MatrixError::bad_json("The request body must be a JSON object.")),
+        Err(_) => Err(MatrixError::not_json()),
+    }
+}
+
+/// Whether the request says its body is a form (`application/x-www-form-urlencoded`).
+pub fn is_form(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/x-www-form-urlencoded"))
+}
+
+/// String parameters from the query string and the body (JSON object or form), as the
+/// identity-service API accepts them. Body values win over query values.
+#[derive(Debug, Default)]
+pub struct Params(std::collections::HashMap<String, String>);
+
+impl Params {
+    pub async fn from_request(
+        request: hyper::Request<Body>,
+        limit: u64,
+    ) -> Result<Self, MatrixError> {
+        let (parts, body) = request.into_parts();
+        let mut map: std::collections::HashMap<String, String> = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let bytes = read_body(body, limit).await?;
+        if is_form(&parts.headers) {
+            map.extend(form_urlencoded::parse(&bytes).into_owned());
+        } else if !bytes.iter().all(u8::is_ascii_whitespace) {
+            for (key, value) in parse_object(&bytes)? {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                map.insert(key, text);
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A parameter the client API requires: 400 `M_MISSING_PARAM` without it.
+    pub fn required(&self, key: &str) -> Result<&str, MatrixError> {
+        self.get(key).ok_or_else(|| MatrixError::missing_param(key))
+    }
+
+    /// A parameter the identity API requires: 400 `M_MISSING_PARAMS` (its spelling).
+    pub fn required_plural(&self, key: &str) -> Result<&str, MatrixError> {
+        self.get(key).ok_or_else(|| {
+            MatrixError::bad_request("M_MISSING_PARAMS", format!("Missing parameter: {key}"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

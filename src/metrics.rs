@@ -1,0 +1,230 @@
+//! Prometheus metrics, served by the admin listener. One registry per process, held in
+//! the app state (no global registry).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Which part of the sidecar answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// Passed to the homeserver unchanged.
+    Forwarded,
+    /// `/versions`, forwarded and rewritten.
+    Versions,
+    /// Answered by the sidecar itself (requestToken, submit_token, creds rewrite).
+    Handled,
+    /// The identity listener.
+    Identity,
+}
+
+impl RouteClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Forwarded => "forwarded",
+            RouteClass::Versions => "versions",
+            RouteClass::Handled => "handled",
+            RouteClass::Identity => "identity",
+        }
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamErrorKind {
+    /// Could not connect (502).
+    Connect,
+    /// No response head in time (504).
+    Timeout,
+    /// The connection broke (502).
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
+}
+
+/// Every metric the sidecar exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream_latency: Histogram,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    identity_calls: Family<EndpointLabels, Counter>,
+    request_tokens: Family<EndpointLabels, Counter>,
+    submits: Family<EndpointLabels, Counter>,
+    ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("threepid_sidecar");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Client requests by route class and status class",
+            requests.clone(),
+        );
+        let upstream_latency = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ]);
+        registry.register(
+            "upstream_response_seconds",
+            "Time until the homeserver's response head arrived",
+            upstream_latency.clone(),
+        );
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Forwarded requests that got no response head, by kind",
+            upstream_errors.clone(),
+        );
+        let identity_calls = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "identity_calls",
+            "Calls to the identity listener by endpoint and outcome",
+            identity_calls.clone(),
+        );
+        let request_tokens = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "request_tokens",
+            "requestToken calls handled by the sidecar, by endpoint and outcome",
+            request_tokens.clone(),
+        );
+        let submits = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "submits",
+            "Token submissions by endpoint and outcome",
+            submits.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while the sidecar is ready for traffic",
+            ready.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            upstream_errors,
+            identity_calls,
+            request_tokens,
+            submits,
+            ready,
+        }
+    }
+
+    pub fn request(&self, route: RouteClass, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.as_str(),
+                status: status_class(status),
+            })
+            .inc();
+    }
+
+    pub fn observe_upstream(&self, elapsed: Duration) {
+        self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors
+            .get_or_create(&ErrorLabels { kind: kind.as_str() })
+            .inc();
+    }
+
+    pub fn identity_call(&self, endpoint: &'static str, outcome: &'static str) {
+        self.identity_calls
+            .get_or_create(&EndpointLabels { endpoint, outcome })
+            .inc();
+    }
+
+    pub fn request_token(&self, endpoint: &'static str, outcome: &'static str) {
+        self.request_tokens
+            .get_or_create(&EndpointLabels { endpoint, outcome })
+            .inc();
+    }
+
+    pub fn submit(&self, endpoint: &'static str, outcome: &'static str) {
+        self.submits
+            .get_or_create(&EndpointLabels { endpoint, outcome })
+            .inc();
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_and_status_class() {
+        let m = Metrics::new();
+        m.request(RouteClass::Versions, 200);
+        m.request(RouteClass::Forwarded, 502);
+        m.upstream_error(UpstreamErrorKind::Connect);
+        m.observe_upstream(Duration::from_millis(3));
+        let text = m.encode();
+        assert!(text.contains(r#"threepid_sidecar_http_requests_total{route="versions",status="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"threepid_sidecar_http_requests_total{route="forwarded",status="5xx"} 1"#));
+        assert!(text.contains(r#"threepid_sidecar_upstream_errors_total{kind="connect"} 1"#));
+        assert!(text.contains("threepid_sidecar_upstream_response_seconds_count 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

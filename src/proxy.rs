@@ -1,0 +1,460 @@
+//! Forwarding to the homeserver (DESIGN §6): the pooled upstream client, the header rules
+//! (hop-by-hop, `X-Forwarded-*`, `Host`) as small pure functions, and the mapping of
+//! upstream trouble to Matrix 502/504 bodies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+
+use crate::config;
+use crate::matrix::{Body, MatrixError};
+use crate::metrics::{Metrics, UpstreamErrorKind};
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The client connection is TLS (sets `X-Forwarded-Proto: https`).
+    pub tls: bool,
+}
+
+/// Why a forwarded request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the homeserver is unreachable")]
+    Connect,
+    #[error("the homeserver did not answer in time")]
+    Timeout,
+    #[error("the homeserver connection failed: {0}")]
+    Protocol(String),
+}
+
+impl UpstreamError {
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::Connect => UpstreamErrorKind::Connect,
+            UpstreamError::Timeout => UpstreamErrorKind::Timeout,
+            UpstreamError::Protocol(_) => UpstreamErrorKind::Protocol,
+        }
+    }
+
+    /// 502 for an unreachable or broken upstream, 504 for a slow one.
+    pub fn into_matrix(self) -> MatrixError {
+        let status = match self {
+            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        MatrixError::new(status, "M_UNKNOWN", self.to_string())
+    }
+}
+
+/// The homeserver: a keep-alive pool of HTTP/1.1 connections (https via rustls).
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .build(https);
+        let url = &config.url;
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let host = url.host_str().expect("config validation requires a host");
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let authority = authority
+            .parse()
+            .expect("a host and port from a parsed URL form a valid authority");
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    /// The upstream URI for a client request's path and query.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query.map_or("/", PathAndQuery::as_str))
+            .build()
+            .expect("scheme, authority and an already valid path form a URI")
+    }
+
+    /// Sends a prepared request and waits for the response head, within the response
+    /// timeout (plus `extra` for long-polls).
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        extra: Duration,
+        metrics: &Metrics,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.response_timeout + extra, self.client.request(request))
+                .await;
+        metrics.observe_upstream(started.elapsed());
+        let result = match result {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
+            Ok(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
+            Ok(Ok(response)) => Ok(response),
+        };
+        if let Err(e) = &result {
+            metrics.upstream_error(e.kind());
+        }
+        result
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Turns a client request into the request the homeserver gets: upstream URI, HTTP/1.1,
+/// hop-by-hop headers gone, `Host` kept, `X-Forwarded-*` set.
+pub fn prepare_request(
+    request: Request<Body>,
+    upstream: &Upstream,
+    conn: &ConnInfo,
+    trusted_proxies: &[IpNet],
+) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and needs Host.
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+    strip_hop_by_hop(&mut parts.headers);
+    // Our own server already answered any `Expect: 100-continue`.
+    parts.headers.remove(header::EXPECT);
+    if let Some(host) = &original_host {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    let trusted = is_trusted(conn.peer.ip(), trusted_proxies);
+    set_forwarded_headers(
+        &mut parts.headers,
+        conn.peer.ip(),
+        trusted,
+        conn.tls,
+        original_host.as_ref(),
+    );
+    parts.uri = upstream.uri_for(parts.uri.path_and_query());
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, body)
+}
+
+/// Cleans the homeserver's response for the client.
+pub fn prepare_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, every header named in `Connection`, and any other
+/// `Proxy-*` header.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy_other: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_other {
+        headers.remove(name);
+    }
+}
+
+pub fn is_trusted(peer: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+    let peer = canonical_ip(peer);
+    trusted_proxies.iter().any(|net| net.contains(&peer))
+}
+
+/// `::ffff:10.0.0.1` is 10.0.0.1.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `X-Forwarded-For` is the peer's address, appended to what a trusted proxy sent and
+/// replacing what anyone else sent. `X-Forwarded-Proto` and `-Host` are ours unless a
+/// trusted proxy set them.
+pub fn set_forwarded_headers(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
+    let peer = canonical_ip(peer).to_string();
+    let forwarded_for = if trusted {
+        let earlier: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if earlier.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", earlier.join(", "))
+        }
+    } else {
+        peer
+    };
+    headers.insert(
+        X_FORWARDED_FOR,
+        HeaderValue::from_str(&forwarded_for).expect("addresses and separators are valid header text"),
+    );
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+}
+
+/// The client's address as the rate limits see it: the first `X-Forwarded-For` hop when
+/// the peer is a trusted proxy, else the peer.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
+    if is_trusted(peer, trusted_proxies) {
+        let first = headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
+        if let Some(ip) = first {
+            return canonical_ip(ip);
+        }
+    }
+    canonical_ip(peer)
+}
+
+/// Long-poll endpoints hold the response for the client's `timeout` (ms): that much is
+/// added to the response timeout so `/sync` is never cut short.
+pub fn long_poll_allowance(path: &str, query: Option<&str>) -> Duration {
+    const MAX: Duration = Duration::from_secs(600);
+    let long_poll = path.ends_with("/sync") || path.ends_with("/events");
+    if !long_poll {
+        return Duration::ZERO;
+    }
+    query
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k == "timeout")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms).min(MAX))
+}
+
+/// Forwards a request unchanged (but for the header rules) and streams the answer back.
+pub async fn forward(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    trusted_proxies: &[IpNet],
+    conn: &ConnInfo,
+    request: Request<Body>,
+) -> Response<Body> {
+    let extra = long_poll_allowance(request.uri().path(), request.uri().query());
+    let request = prepare_request(request, upstream, conn, trusted_proxies);
+    match upstream.send(request, extra, metrics).await {
+        Ok(response) => prepare_response(response),
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            e.into_matrix().into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("authorization", "Bearer keep-me"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn connection_header_names_are_removed_case_insensitively() {
+        let mut h = headers(&[
+            ("connection", "X-Secret-Hop, close"),
+            ("connection", " x-other "),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("x-end-to-end", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret-hop").is_none());
+        assert!(h.get("x-other").is_none());
+        assert_eq!(h["x-end-to-end"], "3");
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_forge_x_forwarded_headers() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        let host = HeaderValue::from_static("matrix.example.org");
+        set_forwarded_headers(&mut h, "192.0.2.7".parse().unwrap(), false, false, Some(&host));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "matrix.example.org");
+    }
+
+    #[test]
+    fn a_trusted_proxy_gets_the_peer_appended_and_keeps_its_proto_and_host() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "matrix.example.org"),
+        ]);
+        let host = HeaderValue::from_static("internal:8080");
+        set_forwarded_headers(&mut h, "10.0.0.2".parse().unwrap(), true, false, Some(&host));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "matrix.example.org");
+    }
+
+    #[test]
+    fn tls_connections_are_forwarded_as_https() {
+        let mut h = HeaderMap::new();
+        set_forwarded_headers(&mut h, "::1".parse().unwrap(), false, true, None);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn the_client_ip_is_the_first_hop_only_behind_a_trusted_proxy() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(&h, "10.0.0.2".parse().unwrap(), &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(&h, "192.0.2.1".parse().unwrap(), &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        // An IPv4 peer seen through an IPv6 socket is still trusted.
+        assert!(is_trusted("::ffff:10.0.0.2".parse().unwrap(), &trusted));
+    }
+
+    #[test]
+    fn long_polls_get_their_timeout_added() {
+        let sync = long_poll_allowance("/_matrix/client/r0/sync", Some("since=s1&timeout=30000"));
+        assert_eq!(sync, Duration::from_secs(30));
+        assert_eq!(
+            long_poll_allowance("/_matrix/client/r0/rooms/x/messages", Some("timeout=30000")),
+            Duration::ZERO
+        );
+        assert_eq!(long_poll_allowance("/_matrix/client/v3/sync", None), Duration::ZERO);
+        assert_eq!(
+            long_poll_allowance("/_matrix/client/v3/sync", Some("timeout=99999999")),
+            Duration::from_secs(600)
+        );
+    }
+}

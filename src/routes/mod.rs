@@ -1,0 +1,190 @@
+//! Which code answers a client request: [`classify`] is a pure function of method and
+//! path; [`client`] dispatches, wraps every request in a tracing span and counts it.
+
+pub mod admin;
+pub mod creds;
+pub mod identity;
+pub mod request_token;
+pub mod submit_token;
+pub mod versions;
+
+use std::time::Instant;
+
+use hyper::{Method, Request, Response};
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::matrix::Body;
+use crate::metrics::RouteClass;
+use crate::proxy::{self, ConnInfo};
+use crate::session::Purpose;
+
+/// What the sidecar does with a client request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /_matrix/client/versions`: forward and inject the flag.
+    Versions,
+    /// `POST …/{register,account/password,account/3pid}/email/requestToken`.
+    EmailRequestToken(Purpose),
+    /// `GET /_matrix/client/unstable/threepid/email/submit_token`: the confirmation page.
+    EmailLinkPage,
+    /// `POST` of the same path: form or JSON.
+    EmailSubmit,
+    /// `POST /_matrix/client/unstable/threepid/msisdn/submit_token`.
+    MsisdnSubmit,
+    /// `POST …/register`, `…/account/password`, `…/account/3pid`, `…/account/3pid/add`.
+    Creds,
+    /// Everything else: forward unchanged.
+    Forward,
+}
+
+impl Route {
+    pub fn class(self) -> RouteClass {
+        match self {
+            Route::Versions => RouteClass::Versions,
+            Route::Forward => RouteClass::Forwarded,
+            _ => RouteClass::Handled,
+        }
+    }
+}
+
+const CLIENT_PREFIX: &str = "/_matrix/client/";
+
+/// Decides the route from the method and the path alone. The sidecar's endpoints answer
+/// under any version prefix (`r0`, `v3`, `unstable`, …).
+pub fn classify(method: &Method, path: &str) -> Route {
+    let Some(rest) = path.strip_prefix(CLIENT_PREFIX) else {
+        return Route::Forward;
+    };
+    if *method == Method::GET && rest == "versions" {
+        return Route::Versions;
+    }
+    match rest {
+        "unstable/threepid/email/submit_token" if *method == Method::GET => {
+            return Route::EmailLinkPage;
+        }
+        "unstable/threepid/email/submit_token" if *method == Method::POST => {
+            return Route::EmailSubmit;
+        }
+        "unstable/threepid/msisdn/submit_token" if *method == Method::POST => {
+            return Route::MsisdnSubmit;
+        }
+        _ => {}
+    }
+    if *method != Method::POST {
+        return Route::Forward;
+    }
+    // Past the version segment.
+    let Some((_version, endpoint)) = rest.split_once('/') else {
+        return Route::Forward;
+    };
+    match endpoint {
+        "register/email/requestToken" => Route::EmailRequestToken(Purpose::Registration),
+        "account/password/email/requestToken" => Route::EmailRequestToken(Purpose::PasswordReset),
+        "account/3pid/email/requestToken" => Route::EmailRequestToken(Purpose::AddThreepid),
+        "register" | "account/password" | "account/3pid" | "account/3pid/add" => Route::Creds,
+        _ => Route::Forward,
+    }
+}
+
+/// Every request on the client listener.
+pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
+    let route = classify(request.method(), request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        id = %state.next_request_id(),
+        method = %request.method(),
+        route = route.class().as_str(),
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = async {
+        match route {
+            Route::Versions => versions::handle(state, conn, request).await,
+            Route::EmailRequestToken(purpose) => request_token::email(state, purpose, request).await,
+            Route::EmailLinkPage => submit_token::email_link_page(state, request).await,
+            Route::EmailSubmit => submit_token::email_submit(state, request).await,
+            Route::MsisdnSubmit => submit_token::json_submit(state, request).await,
+            Route::Creds => creds::handle(state, conn, request).await,
+            Route::Forward => {
+                proxy::forward(
+                    &state.upstream,
+                    &state.metrics,
+                    &state.config.server.trusted_proxies,
+                    conn,
+                    request,
+                )
+                .await
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let status = response.status().as_u16();
+    state.metrics.request(route.class(), status);
+    span.record("status", status);
+    span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+    // Forwarded traffic is the homeserver's to log; what the sidecar answers itself is
+    // logged at info.
+    if route.class() == RouteClass::Handled {
+        span.in_scope(|| tracing::info!("request finished"));
+    } else {
+        span.in_scope(|| tracing::debug!("request finished"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_token_routes_answer_on_every_version_prefix() {
+        for v in ["r0", "v3", "unstable"] {
+            assert_eq!(
+                classify(&Method::POST, &format!("/_matrix/client/{v}/register/email/requestToken")),
+                Route::EmailRequestToken(Purpose::Registration)
+            );
+            assert_eq!(
+                classify(&Method::POST, &format!("/_matrix/client/{v}/account/password/email/requestToken")),
+                Route::EmailRequestToken(Purpose::PasswordReset)
+            );
+            assert_eq!(
+                classify(&Method::POST, &format!("/_matrix/client/{v}/account/3pid/email/requestToken")),
+                Route::EmailRequestToken(Purpose::AddThreepid)
+            );
+            for creds in ["register", "account/password", "account/3pid", "account/3pid/add"] {
+                assert_eq!(
+                    classify(&Method::POST, &format!("/_matrix/client/{v}/{creds}")),
+                    Route::Creds
+                );
+            }
+        }
+        assert_eq!(
+            classify(&Method::GET, "/_matrix/client/r0/register/email/requestToken"),
+            Route::Forward
+        );
+        assert_eq!(classify(&Method::GET, "/_matrix/client/r0/account/3pid"), Route::Forward);
+        assert_eq!(classify(&Method::POST, "/_matrix/client/r0/account/3pid/bind"), Route::Forward);
+    }
+
+    #[test]
+    fn the_submit_endpoints_are_recognised_by_method() {
+        let email = "/_matrix/client/unstable/threepid/email/submit_token";
+        assert_eq!(classify(&Method::GET, email), Route::EmailLinkPage);
+        assert_eq!(classify(&Method::POST, email), Route::EmailSubmit);
+        assert_eq!(
+            classify(&Method::POST, "/_matrix/client/unstable/threepid/msisdn/submit_token"),
+            Route::MsisdnSubmit
+        );
+    }
+
+    #[test]
+    fn only_get_versions_is_the_versions_route() {
+        assert_eq!(classify(&Method::GET, "/_matrix/client/versions"), Route::Versions);
+        assert_eq!(classify(&Method::POST, "/_matrix/client/versions"), Route::Forward);
+        assert_eq!(classify(&Method::GET, "/_matrix/client/versions/"), Route::Forward);
+        assert_eq!(classify(&Method::GET, "/_matrix/client/r0/sync"), Route::Forward);
+    }
+}

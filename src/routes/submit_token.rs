@@ -1,0 +1,240 @@
+//! Submitting a token (DESIGN §3): the mailed link's confirmation page and its form, the
+//! JSON `submit_url` endpoints, and the identity-API `submitToken`. All of them end in
+//! [`SessionStore::submit`](crate::session::SessionStore::submit).
+
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::AppState;
+use crate::matrix::{self, Body, MatrixError, Params, full, json_response};
+use crate::session::SubmitOutcome;
+use crate::templates::Page;
+use crate::token::SecretHash;
+use crate::validate;
+
+/// The link in verification mail, relative to `server.public_baseurl`.
+pub const EMAIL_SUBMIT_PATH: &str = "_matrix/client/unstable/threepid/email/submit_token";
+/// The `submit_url` of SMS sessions, relative to `server.public_baseurl`.
+pub const MSISDN_SUBMIT_PATH: &str = "_matrix/client/unstable/threepid/msisdn/submit_token";
+
+/// A validated submission: the session, and where to send the browser next.
+struct Validated {
+    sid: String,
+    next_link: Option<String>,
+}
+
+/// Checks `(sid, client_secret, token)` against the store.
+async fn submit(state: &AppState, params: &Params) -> Result<Validated, MatrixError> {
+    let sid = params.required("sid")?;
+    let client_secret = params.required("client_secret")?;
+    let token = params.required("token")?;
+    validate::client_secret(client_secret)?;
+    if token.is_empty() || token.len() > 255 {
+        return Err(token_incorrect());
+    }
+    let outcome = state
+        .store
+        .submit(sid, &SecretHash::of(client_secret), token, state.now_ms())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "submit: store failed");
+            MatrixError::store_unavailable()
+        })?;
+    let label = match &outcome {
+        SubmitOutcome::Validated(_) => "validated",
+        SubmitOutcome::WrongToken { .. } => "wrong_token",
+        SubmitOutcome::TooManyAttempts => "too_many_attempts",
+        SubmitOutcome::NoSession => "no_session",
+    };
+    state.metrics.submit("submit_token", label);
+    tracing::info!(outcome = label, "token submitted");
+    match outcome {
+        SubmitOutcome::Validated(session) => Ok(Validated {
+            sid: session.sid,
+            next_link: session.next_link,
+        }),
+        SubmitOutcome::WrongToken { .. } => Err(token_incorrect()),
+        SubmitOutcome::TooManyAttempts => Err(MatrixError::bad_request(
+            "M_SESSION_EXPIRED",
+            "Too many wrong tokens were submitted for this session; start again.",
+        )),
+        SubmitOutcome::NoSession => Err(MatrixError::new(
+            StatusCode::NOT_FOUND,
+            "M_NO_VALID_SESSION",
+            "No valid session was found matching that sid and client secret.",
+        )),
+    }
+}
+
+fn token_incorrect() -> MatrixError {
+    MatrixError::bad_request("M_TOKEN_INCORRECT", "The token is incorrect or has expired.")
+}
+
+fn success_json() -> Response<Body> {
+    json_response(StatusCode::OK, &serde_json::json!({ "success": true }))
+}
+
+/// GET /_matrix/client/unstable/threepid/email/submit_token?sid&client_secret&token
+///
+/// The page the mailed link opens: a confirmation form, validating nothing, so that mail
+/// scanners that fetch links cannot validate on the user's behalf.
+pub async fn email_link_page(state: &AppState, request: Request<Body>) -> Response<Body> {
+    let params = match Params::from_request(request, 0).await {
+        Ok(params) => params,
+        Err(e) => return failure_page(state, e.status, &e.error),
+    };
+    let (Some(sid), Some(client_secret), Some(token)) = (
+        params.get("sid"),
+        params.get("client_secret"),
+        params.get("token"),
+    ) else {
+        return failure_page(state, StatusCode::BAD_REQUEST, "This link is incomplete.");
+    };
+    let session = match state.store.get(sid, state.now_ms()).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!(error = %e, "link page: store failed");
+            return failure_page(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable. Try the link again in a minute.",
+            );
+        }
+    };
+    let Some(session) =
+        session.filter(|s| s.client_secret.ct_eq(&SecretHash::of(client_secret)))
+    else {
+        return failure_page(
+            state,
+            StatusCode::NOT_FOUND,
+            "This link is not valid any more. Start again from your app.",
+        );
+    };
+    let page = Page::Confirm {
+        app_name: &state.config.email.app_name,
+        purpose: session.purpose,
+        action: "submit_token",
+        sid,
+        client_secret,
+        token,
+    };
+    html(state, StatusCode::OK, page)
+}
+
+/// POST /_matrix/client/unstable/threepid/email/submit_token
+///
+/// A form (the confirmation page's button) gets a redirect to `next_link` or an HTML
+/// page; a JSON body gets JSON.
+pub async fn email_submit(state: &AppState, request: Request<Body>) -> Response<Body> {
+    let form = matrix::is_form(request.headers());
+    let params = Params::from_request(request, state.config.server.max_body_bytes).await;
+    let result = match params {
+        Ok(params) => submit(state, &params).await,
+        Err(e) => Err(e),
+    };
+    match (form, result) {
+        (true, Ok(validated)) => browser_success(state, validated),
+        (true, Err(e)) => failure_page(state, e.status, &e.error),
+        (false, Ok(_)) => success_json(),
+        (false, Err(e)) => e.into_response(),
+    }
+}
+
+/// POST /_matrix/client/unstable/threepid/msisdn/submit_token (the `submit_url`)
+pub async fn json_submit(state: &AppState, request: Request<Body>) -> Response<Body> {
+    let result = match Params::from_request(request, state.config.server.max_body_bytes).await {
+        Ok(params) => submit(state, &params).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => success_json(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// GET/POST /_matrix/identity/api/v1/validate/{email,msisdn}/submitToken
+///
+/// The identity-API form: GET is a link a person opens (HTML, or a redirect to
+/// `next_link`); POST answers JSON.
+pub async fn identity_submit(state: &AppState, request: Request<Body>) -> Response<Body> {
+    if request.method() == Method::GET {
+        let result = match Params::from_request(request, 0).await {
+            Ok(params) => submit(state, &params).await,
+            Err(e) => Err(e),
+        };
+        return match result {
+            Ok(validated) => browser_success(state, validated),
+            Err(e) => failure_page(state, e.status, &e.error),
+        };
+    }
+    json_submit(state, request).await
+}
+
+fn browser_success(state: &AppState, validated: Validated) -> Response<Body> {
+    match validated.next_link {
+        Some(next_link) => {
+            let location = validate::next_link_with_sid(&next_link, &validated.sid);
+            let mut response = Response::new(matrix::empty());
+            *response.status_mut() = StatusCode::FOUND;
+            match HeaderValue::from_str(&location) {
+                Ok(value) => {
+                    response.headers_mut().insert(header::LOCATION, value);
+                    response
+                }
+                Err(_) => html(
+                    state,
+                    StatusCode::OK,
+                    Page::Success {
+                        app_name: &state.config.email.app_name,
+                    },
+                ),
+            }
+        }
+        None => html(
+            state,
+            StatusCode::OK,
+            Page::Success {
+                app_name: &state.config.email.app_name,
+            },
+        ),
+    }
+}
+
+fn failure_page(state: &AppState, status: StatusCode, reason: &str) -> Response<Body> {
+    html(
+        state,
+        status,
+        Page::Failure {
+            app_name: &state.config.email.app_name,
+            reason,
+        },
+    )
+}
+
+fn html(state: &AppState, status: StatusCode, page: Page<'_>) -> Response<Body> {
+    match state.templates.page(page) {
+        Ok(text) => {
+            let mut response = Response::new(full(text));
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // The page carries the token in its form: keep it out of caches and frames.
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+            );
+            headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not render a page");
+            MatrixError::internal("Could not render the page.").into_response()
+        }
+    }
+}
