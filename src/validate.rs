@@ -95,10 +95,8 @@ pub fn next_link(link: &str, allowed_hosts: Option<&[String]>) -> Result<String,
         return Err(refuse());
     }
     let host = url.host_str().ok_or_else(refuse)?.to_ascii_lowercase();
-    if let Some(hosts) = allowed_hosts {
-        if !hosts.iter().any(|h| *h == host) {
-            return Err(refuse());
-        }
+    if allowed_hosts.is_some_and(|hosts| !hosts.contains(&host)) {
+        return Err(refuse());
     }
     Ok(url.to_string())
 }

@@ -1,1 +1,290 @@
-//! placeholder
+//! The email [`Mailer`]: renders the purpose's templates into a `multipart/alternative`
+//! message and hands it to lettre, over pooled SMTP (`smtp://` STARTTLS required,
+//! `smtps://` implicit TLS, `?tls=none` plain for a loopback relay) or into `.eml` files.
+//! Logs show only the masked address; never the link, token or SMTP password.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{
+    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+};
+use url::Url;
+
+use super::{DeliveryError, MailRequest, Mailer};
+use crate::config::{Email, EmailTransport};
+use crate::templates::{MailVars, Templates};
+
+/// Sends verification mail with lettre. Built once at start; connects on first send.
+pub struct EmailSender {
+    transport: Transport,
+    from: Mailbox,
+    app_name: String,
+    server_name: String,
+    templates: Arc<Templates>,
+    send_timeout: Duration,
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    File(AsyncFileTransport<Tokio1Executor>),
+    #[cfg(test)]
+    Stub(lettre::transport::stub::AsyncStubTransport),
+}
+
+impl EmailSender {
+    /// Builds the configured transport without connecting, so start-up does not depend
+    /// on the mail server (health stays independent of SMTP). For `file`, creates
+    /// `file_dir` when missing. Call it inside the Tokio runtime: the SMTP connection
+    /// pool starts its idle-connection reaper task here.
+    pub fn new(
+        config: &Email,
+        server_name: &str,
+        templates: Arc<Templates>,
+    ) -> Result<Self, DeliveryError> {
+        let transport = match config.transport {
+            EmailTransport::Smtp => Transport::Smtp(smtp_transport(config)?),
+            EmailTransport::File => {
+                std::fs::create_dir_all(&config.file_dir).map_err(|e| {
+                    DeliveryError::Build(format!(
+                        "email.file_dir: cannot create {}: {e}",
+                        config.file_dir.display()
+                    ))
+                })?;
+                Transport::File(AsyncFileTransport::new(&config.file_dir))
+            }
+        };
+        Self::with_transport(transport, config, server_name, templates)
+    }
+
+    /// For unit tests: a sender whose messages land in the returned stub transport.
+    #[cfg(test)]
+    pub(crate) fn with_stub(
+        config: &Email,
+        server_name: &str,
+        templates: Arc<Templates>,
+        stub: lettre::transport::stub::AsyncStubTransport,
+    ) -> Result<Self, DeliveryError> {
+        Self::with_transport(Transport::Stub(stub), config, server_name, templates)
+    }
+
+    fn with_transport(
+        transport: Transport,
+        config: &Email,
+        server_name: &str,
+        templates: Arc<Templates>,
+    ) -> Result<Self, DeliveryError> {
+        let from = config
+            .from
+            .parse::<Mailbox>()
+            .map_err(|e| DeliveryError::Build(format!("email.from: {e}")))?;
+        Ok(Self {
+            transport,
+            from,
+            app_name: config.app_name.clone(),
+            server_name: server_name.to_owned(),
+            templates,
+            send_timeout: config.send_timeout,
+        })
+    }
+
+    /// The whole message: From, To, one-line Subject, Date, Message-ID on the sender's
+    /// domain, `Auto-Submitted`, and text + HTML alternatives.
+    fn message(&self, mail: &MailRequest<'_>) -> Result<Message, DeliveryError> {
+        let to: Address = mail.to.parse().map_err(|_| {
+            DeliveryError::Build(format!("invalid recipient {}", mask_email(mail.to)))
+        })?;
+        let rendered = self
+            .templates
+            .mail(
+                mail.purpose,
+                &MailVars {
+                    app_name: &self.app_name,
+                    server_name: &self.server_name,
+                    link: mail.link,
+                    token: mail.token,
+                },
+            )
+            .map_err(|e| DeliveryError::Build(e.to_string()))?;
+        let message_id = format!(
+            "<{:032x}@{}>",
+            rand::random::<u128>(),
+            self.from.email.domain()
+        );
+        Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to))
+            .subject(rendered.subject)
+            .date_now()
+            .message_id(Some(message_id))
+            .header(AutoSubmitted)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(rendered.text),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(rendered.html),
+                    ),
+            )
+            .map_err(|e| DeliveryError::Build(e.to_string()))
+    }
+
+    async fn deliver(&self, message: Message, to: &str) -> Result<(), DeliveryError> {
+        let sent = async {
+            match &self.transport {
+                Transport::Smtp(t) => t
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|e| smtp_error(&e, to)),
+                Transport::File(t) => t.send(message).await.map(drop).map_err(|e| {
+                    DeliveryError::Unreachable(format!("cannot write the .eml file: {e}"))
+                }),
+                #[cfg(test)]
+                Transport::Stub(t) => t
+                    .send(message)
+                    .await
+                    .map_err(|e| DeliveryError::Refused(e.to_string())),
+            }
+        };
+        tokio::time::timeout(self.send_timeout, sent)
+            .await
+            .unwrap_or(Err(DeliveryError::Timeout))
+    }
+}
+
+impl Mailer for EmailSender {
+    fn send<'a>(&'a self, mail: MailRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let masked = mask_email(mail.to);
+            let result = match self.message(&mail) {
+                Ok(message) => self.deliver(message, mail.to).await,
+                Err(e) => Err(e),
+            };
+            match &result {
+                Ok(()) => {
+                    tracing::info!(to = %masked, purpose = mail.purpose.as_str(), "verification mail sent")
+                }
+                Err(e) => {
+                    tracing::warn!(to = %masked, purpose = mail.purpose.as_str(), error = %e, "verification mail not sent")
+                }
+            }
+            result
+        })
+    }
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): no vacation replies to the sender.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_owned())
+    }
+}
+
+/// The pooled SMTP transport `email.smtp_url` describes.
+fn smtp_transport(config: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
+    let bad = |reason: &str| DeliveryError::Build(format!("email.smtp_url: {reason}"));
+    let url = Url::parse(&config.smtp_url).map_err(|e| bad(&e.to_string()))?;
+    let host = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("has no host"))?
+        .to_owned();
+    let tls_param = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let tls_params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
+    let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
+        ("smtp", None | Some("required")) => (Tls::Required(tls_params()?), 587),
+        ("smtp", Some("none")) => {
+            if !is_loopback(&host) {
+                tracing::warn!(host = %host, "email.smtp_url: plain SMTP (tls=none) to a host that is not loopback");
+            }
+            (Tls::None, 25)
+        }
+        ("smtps", None) => (Tls::Wrapper(tls_params()?), 465),
+        ("smtp" | "smtps", Some(other)) => {
+            return Err(bad(&format!(
+                "tls={other:?} is not supported (smtp:// takes tls=none)"
+            )));
+        }
+        (scheme, _) => return Err(bad(&format!("scheme {scheme:?} is neither smtp nor smtps"))),
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(url.port().unwrap_or(default_port))
+        .tls(tls)
+        .timeout(Some(config.send_timeout));
+    match (&config.smtp_username, config.password()) {
+        (Some(user), password) => {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.unwrap_or_default().to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(DeliveryError::Build(
+                "email.smtp_password needs email.smtp_username".into(),
+            ));
+        }
+        (None, None) => {}
+    }
+    Ok(builder.build())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Sorts a lettre error into ours. The server's reply may quote the recipient, so the
+/// address is masked in the text that is kept.
+fn smtp_error(e: &lettre::transport::smtp::Error, to: &str) -> DeliveryError {
+    let text = e.to_string().replace(to, &mask_email(to));
+    if e.is_timeout() {
+        DeliveryError::Timeout
+    } else if e.is_permanent() || e.is_transient() {
+        DeliveryError::Refused(text)
+    } else {
+        DeliveryError::Unreachable(text)
+    }
+}
+
+/// `alice@example.org` → `a***@example.org`: enough to tell addresses apart in a log,
+/// not enough to learn them. Anything without an `@` becomes `***`.
+pub fn mask_email(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -98,12 +98,10 @@ pub fn rewrite(
 ) -> bool {
     let mut changed = false;
     let mut fix = |map: &mut Map<String, Value>| {
-        if let Some(creds) = creds_of(map) {
-            if is_ours(&creds) {
-                map.insert("id_server".into(), Value::String(id_server_name.to_owned()));
-                map.remove("id_access_token");
-                changed = true;
-            }
+        if creds_of(map).is_some_and(|creds| is_ours(&creds)) {
+            map.insert("id_server".into(), Value::String(id_server_name.to_owned()));
+            map.remove("id_access_token");
+            changed = true;
         }
     };
     for map in nested_creds_mut(body) {

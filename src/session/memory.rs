@@ -1,1 +1,393 @@
-//! The in-process backend (placeholder until written).
+//! The in-process backend: sessions in a `HashMap` behind a `std::sync::Mutex`, for a single
+//! replica (trying the sidecar out, tests of logic that does not concern Redis).
+//!
+//! Owns expiry by the caller's clock: a session ends `session_lifetime` after its last change,
+//! judged by the `now_ms` each call passes in. Expired sessions are dropped when touched and by
+//! a sweep every [`SWEEP_EVERY`] new sessions, so memory stays bounded by the sessions started
+//! within one lifetime. The lock is never held across an `.await` (no method awaits at all).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use super::{
+    Medium, SendDecision, SendRequest, Session, SessionStore, StoreError, StoreSettings,
+    SubmitOutcome,
+};
+use crate::token::{self, SecretHash, TokenHash};
+
+/// New sessions between two sweeps of expired ones.
+const SWEEP_EVERY: u32 = 1024;
+
+/// What identifies "the same request" for the `send_attempt` rule.
+type LookupKey = (Medium, String, SecretHash);
+
+/// Sessions for one process. Cheap to share behind an `Arc`; every method is atomic because
+/// it runs entirely under one lock.
+#[derive(Debug)]
+pub struct MemoryStore {
+    settings: StoreSettings,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, Entry>,
+    lookup: HashMap<LookupKey, String>,
+    created_since_sweep: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    /// Token hashes with their expiry (unix ms).
+    tokens: Vec<(TokenHash, u64)>,
+    /// The token whose send set the current `send_attempt` (for `undo_send`).
+    attempt_token: Option<TokenHash>,
+    /// Unix ms after which the session is gone.
+    expires_at: u64,
+}
+
+impl MemoryStore {
+    /// An empty store enforcing `settings` (the key prefix is unused here).
+    pub fn new(settings: StoreSettings) -> Self {
+        Self {
+            settings,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic under the lock cannot leave a half-made change (every change is a few
+        // plain assignments), so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lifetime_ms(&self) -> u64 {
+        u64::try_from(self.settings.session_lifetime.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin_send_now(&self, req: SendRequest) -> SendDecision {
+        let now = req.now_ms;
+        let expires_at = now.saturating_add(self.lifetime_ms());
+        let mut inner = self.lock();
+        let key: LookupKey = (req.medium, req.address.clone(), req.client_secret);
+        let live_sid = inner
+            .lookup
+            .get(&key)
+            .cloned()
+            .filter(|sid| inner.live(sid, now));
+
+        if let Some(sid) = live_sid {
+            let entry = inner
+                .sessions
+                .get_mut(&sid)
+                .expect("live() just found this session");
+            let previous = entry.session.send_attempt;
+            if req.send_attempt <= previous {
+                return SendDecision::AlreadySent { sid };
+            }
+            entry.tokens.retain(|&(_, exp)| exp > now);
+            entry.tokens.push((req.token, req.token_expires_ms));
+            entry.attempt_token = Some(req.token);
+            entry.session.send_attempt = req.send_attempt;
+            if req.next_link.is_some() {
+                entry.session.next_link = req.next_link;
+            }
+            entry.expires_at = expires_at;
+            return SendDecision::Send {
+                sid,
+                created: false,
+                previous_attempt: Some(previous),
+            };
+        }
+
+        inner.created_since_sweep += 1;
+        if inner.created_since_sweep >= SWEEP_EVERY {
+            inner.sweep(now);
+        }
+        let sid = token::new_sid();
+        let session = Session {
+            sid: sid.clone(),
+            medium: req.medium,
+            address: req.address,
+            client_secret: req.client_secret,
+            purpose: req.purpose,
+            next_link: req.next_link,
+            send_attempt: req.send_attempt,
+            failed_submits: 0,
+            validated_at: None,
+        };
+        let entry = Entry {
+            session,
+            tokens: vec![(req.token, req.token_expires_ms)],
+            attempt_token: Some(req.token),
+            expires_at,
+        };
+        // A lookup entry left by an expired session is simply replaced.
+        if let Some(old) = inner.lookup.insert(key, sid.clone()) {
+            inner.sessions.remove(&old);
+        }
+        inner.sessions.insert(sid.clone(), entry);
+        SendDecision::Send {
+            sid,
+            created: true,
+            previous_attempt: None,
+        }
+    }
+
+    fn undo_send_now(&self, decision: &SendDecision, token: &TokenHash) {
+        let SendDecision::Send {
+            sid,
+            created,
+            previous_attempt,
+        } = decision
+        else {
+            return;
+        };
+        let mut inner = self.lock();
+        let Some(entry) = inner.sessions.get_mut(sid) else {
+            return;
+        };
+        entry.tokens.retain(|(t, _)| !t.ct_eq(token));
+        let set_by_us = entry.attempt_token.is_some_and(|t| t.ct_eq(token));
+        // A created session is deleted unless a later send continued it meanwhile.
+        if *created && entry.tokens.is_empty() {
+            inner.remove(sid);
+            return;
+        }
+        if set_by_us {
+            if let Some(previous) = previous_attempt {
+                entry.session.send_attempt = *previous;
+            }
+            entry.attempt_token = None;
+        }
+    }
+
+    fn get_now(&self, sid: &str, now: u64) -> Option<Session> {
+        let mut inner = self.lock();
+        inner
+            .live(sid, now)
+            .then(|| inner.sessions.get(sid).map(|e| e.session.clone()))
+            .flatten()
+    }
+
+    fn submit_now(
+        &self,
+        sid: &str,
+        client_secret: &SecretHash,
+        token: &str,
+        now: u64,
+    ) -> SubmitOutcome {
+        let max = self.settings.max_submit_attempts;
+        let lifetime = self.lifetime_ms();
+        let mut inner = self.lock();
+        if !inner.live(sid, now) {
+            return SubmitOutcome::NoSession;
+        }
+        let Some(entry) = inner.sessions.get_mut(sid) else {
+            return SubmitOutcome::NoSession;
+        };
+        let session = &mut entry.session;
+        if !session.client_secret.ct_eq(client_secret) {
+            return SubmitOutcome::NoSession;
+        }
+        if session.failed_submits >= max {
+            return SubmitOutcome::TooManyAttempts;
+        }
+        if session.validated_at.is_some() {
+            return SubmitOutcome::Validated(session.clone());
+        }
+        // Reserve the attempt before comparing, as the Redis backend must; under this lock the
+        // two steps are one, but the counts come out the same.
+        session.failed_submits += 1;
+        let live_tokens = entry
+            .tokens
+            .iter()
+            .filter(|&&(_, exp)| exp > now)
+            .map(|(t, _)| t);
+        if token::matches_any(token, live_tokens) {
+            session.failed_submits -= 1;
+            session.validated_at = Some(now);
+            entry.expires_at = now.saturating_add(lifetime);
+            SubmitOutcome::Validated(session.clone())
+        } else {
+            SubmitOutcome::WrongToken {
+                remaining: max - session.failed_submits,
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Whether `sid` is a live session; an expired one is removed on the way.
+    fn live(&mut self, sid: &str, now: u64) -> bool {
+        match self.sessions.get(sid) {
+            Some(entry) if entry.expires_at > now => true,
+            Some(_) => {
+                self.remove(sid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a session and the lookup entry that points at it.
+    fn remove(&mut self, sid: &str) {
+        if let Some(entry) = self.sessions.remove(sid) {
+            let s = entry.session;
+            let key: LookupKey = (s.medium, s.address, s.client_secret);
+            if self.lookup.get(&key).is_some_and(|v| v == sid) {
+                self.lookup.remove(&key);
+            }
+        }
+    }
+
+    /// Drops every expired session and every lookup entry left without a session.
+    fn sweep(&mut self, now: u64) {
+        self.created_since_sweep = 0;
+        self.sessions.retain(|_, e| e.expires_at > now);
+        let sessions = &self.sessions;
+        self.lookup.retain(|_, sid| sessions.contains_key(sid));
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
+        let decision = self.begin_send_now(req);
+        async move { Ok(decision) }.boxed()
+    }
+
+    fn undo_send<'a>(
+        &'a self,
+        decision: &'a SendDecision,
+        token: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.undo_send_now(decision, token);
+        async { Ok(()) }.boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let session = self.get_now(sid, now_ms);
+        async move { Ok(session) }.boxed()
+    }
+
+    fn submit<'a>(
+        &'a self,
+        sid: &'a str,
+        client_secret: &'a SecretHash,
+        token: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<SubmitOutcome, StoreError>> {
+        let outcome = self.submit_now(sid, client_secret, token, now_ms);
+        async move { Ok(outcome) }.boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async { Ok(()) }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::session::Purpose;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn store() -> MemoryStore {
+        MemoryStore::new(StoreSettings {
+            key_prefix: String::new(),
+            session_lifetime: Duration::from_millis(HOUR),
+            max_submit_attempts: 3,
+        })
+    }
+
+    fn request(address: &str, attempt: u64, token: &str, now_ms: u64) -> SendRequest {
+        SendRequest {
+            medium: Medium::Email,
+            address: address.into(),
+            client_secret: SecretHash::of("secret"),
+            purpose: Purpose::Registration,
+            next_link: None,
+            send_attempt: attempt,
+            token: TokenHash::of(token),
+            token_expires_ms: now_ms + HOUR,
+            now_ms,
+        }
+    }
+
+    fn sid_of(decision: &SendDecision) -> String {
+        match decision {
+            SendDecision::Send { sid, .. } | SendDecision::AlreadySent { sid } => sid.clone(),
+        }
+    }
+
+    #[test]
+    fn a_session_expires_one_lifetime_after_its_last_change() {
+        let store = store();
+        let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
+        assert!(store.get_now(&sid, HOUR - 1).is_some());
+        assert!(store.get_now(&sid, HOUR).is_none());
+        assert!(
+            store.lock().sessions.is_empty(),
+            "expired entry removed lazily"
+        );
+        assert!(store.lock().lookup.is_empty());
+    }
+
+    #[test]
+    fn a_new_send_and_a_validation_each_refresh_the_lifetime() {
+        let store = store();
+        let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
+        store.begin_send_now(request("a@example.org", 2, "t2", HOUR / 2));
+        assert!(store.get_now(&sid, HOUR + 1).is_some(), "refreshed by send");
+        let secret = SecretHash::of("secret");
+        let outcome = store.submit_now(&sid, &secret, "t2", HOUR + 1);
+        assert!(matches!(outcome, SubmitOutcome::Validated(_)));
+        assert!(
+            store.get_now(&sid, 2 * HOUR).is_some(),
+            "refreshed by validation"
+        );
+        assert!(store.get_now(&sid, 2 * HOUR + 1).is_none());
+    }
+
+    #[test]
+    fn an_already_sent_request_does_not_refresh_the_lifetime() {
+        let store = store();
+        let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
+        store.begin_send_now(request("a@example.org", 1, "t1", HOUR / 2));
+        assert!(store.get_now(&sid, HOUR).is_none());
+    }
+
+    #[test]
+    fn after_expiry_the_same_request_starts_a_new_session() {
+        let store = store();
+        let first = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
+        let decision = store.begin_send_now(request("a@example.org", 1, "t1", HOUR));
+        assert!(matches!(decision, SendDecision::Send { created: true, .. }));
+        assert_ne!(sid_of(&decision), first);
+    }
+
+    #[test]
+    fn the_sweep_bounds_memory_to_live_sessions() {
+        let store = store();
+        for i in 0..SWEEP_EVERY - 1 {
+            store.begin_send_now(request(&format!("u{i}@example.org"), 1, "t", 0));
+        }
+        assert_eq!(store.lock().sessions.len(), (SWEEP_EVERY - 1) as usize);
+        // The next creation, one lifetime later, sweeps everything created before.
+        store.begin_send_now(request("late@example.org", 1, "t", HOUR));
+        let inner = store.lock();
+        assert_eq!(inner.sessions.len(), 1);
+        assert_eq!(inner.lookup.len(), 1);
+    }
+}

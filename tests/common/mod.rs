@@ -1,0 +1,11 @@
+//! Fixtures shared by the test binaries (`tests/it`, `tests/e2e`): real services started as
+//! processes on free loopback ports. Each binary uses only some of them.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod redis;
+pub mod sidecar;
+pub mod synapse;
+pub mod upstream;
+pub mod logs;
+pub mod smtp;

@@ -1,0 +1,286 @@
+//! Registration, add-email and password reset on a real Synapse 1.3.1 behind the sidecar,
+//! with requests that carry no `id_server`, and no identity server but the sidecar's.
+
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::http::{self, Answer};
+use crate::common::logs;
+use crate::common::redis::RedisServer;
+use crate::common::sidecar::{Sidecar, TestConfig};
+use crate::common::smtp::SmtpServer;
+use crate::common::synapse::{Synapse, SynapseOptions};
+
+const MAIL_WAIT: Duration = Duration::from_secs(15);
+
+/// Synapse, Redis, an SMTP server and the sidecar in front of Synapse.
+pub struct Stack {
+    pub sidecar: Sidecar,
+    pub smtp: SmtpServer,
+    pub synapse: Synapse,
+    _redis: RedisServer,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Stack {
+    pub async fn start(configure: impl FnOnce(&mut TestConfig)) -> Self {
+        let identity_port = free_port();
+        let identity_name = format!("localhost:{identity_port}");
+        let options = SynapseOptions {
+            identity_server_name: identity_name.clone(),
+            ..SynapseOptions::default()
+        };
+        let synapse = tokio::task::spawn_blocking(move || Synapse::start(options))
+            .await
+            .expect("Synapse starts");
+        let redis = RedisServer::start();
+        let smtp = SmtpServer::start();
+        let mut config = TestConfig::new(&synapse.url());
+        config
+            .set("identity.listen", format!("127.0.0.1:{identity_port}"))
+            .set("identity.server_name", identity_name)
+            .set("store.backend", "redis")
+            .set("store.url", redis.url())
+            .set("email.transport", "smtp")
+            .set("email.smtp_url", smtp.url())
+            .set("server.server_name", "localhost")
+            .set("log.level", "debug");
+        configure(&mut config);
+        let sidecar = Sidecar::start(config).await;
+        Self {
+            sidecar,
+            smtp,
+            synapse,
+            _redis: redis,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, access_token: Option<&str>) -> Answer {
+        let auth = access_token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        http::send(
+            Method::POST,
+            &self.sidecar.url(path),
+            &headers,
+            serde_json::to_vec(body).expect("JSON"),
+        )
+        .await
+    }
+
+    /// requestToken, the mail, and the link followed as a person would (page, button).
+    /// Returns the sid.
+    pub async fn verify_email(&self, endpoint: &str, email: &str, client_secret: &str) -> String {
+        let before = self.smtp.messages().len();
+        let answer = self
+            .post(
+                &format!("/_matrix/client/r0/{endpoint}/email/requestToken"),
+                &json!({"client_secret": client_secret, "email": email, "send_attempt": 1}),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{endpoint}: {}", answer.text());
+        let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
+        let mail = self.smtp.wait_for(before + 1, MAIL_WAIT).pop().expect("the mail");
+        assert_eq!(mail.to, email);
+        let link = link_in(&mail.text);
+        let page = http::get(&link).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let token = query_param(&link, "token");
+        let done = http::post_form(
+            &self.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token"),
+            &[("sid", &sid), ("client_secret", client_secret), ("token", &token)],
+        )
+        .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+        sid
+    }
+}
+
+pub fn link_in(text: &str) -> String {
+    let start = text.find("http").expect("a link in the mail");
+    text[start..]
+        .split_whitespace()
+        .next()
+        .expect("the link")
+        .to_owned()
+}
+
+pub fn query_param(link: &str, key: &str) -> String {
+    url::Url::parse(link)
+        .expect("a URL")
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {key} in {link}"))
+}
+
+fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_add_email_and_reset_password_with_no_identity_server_but_ours() {
+    logs::capture();
+    let stack = Stack::start(|_| {}).await;
+    let user = "alice";
+    let email = "alice@example.org";
+    let second_email = "alice.second@example.org";
+    let (secret1, secret2, secret3) = ("e2e-secret-one", "e2e-secret-two", "e2e-secret-three");
+    let (old_password, new_password) = ("old-pass-Quux9", "new-pass-Zorg7");
+
+    // /versions through the sidecar: the flag is there.
+    let versions = http::get(&stack.sidecar.url("/_matrix/client/versions")).await.json();
+    assert_eq!(versions["unstable_features"]["m.require_identity_server"], false);
+    assert_eq!(versions["unstable_features"]["m.lazy_load_members"], true);
+
+    // 1. Register with an email (UIA m.login.email.identity), no id_server anywhere.
+    let sid = stack.verify_email("register", email, secret1).await;
+    let start = stack
+        .post("/_matrix/client/r0/register", &json!({"username": user, "password": old_password}), None)
+        .await;
+    assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
+    let session = start.json()["session"].as_str().expect("a UIA session").to_owned();
+    let registered = stack
+        .post(
+            "/_matrix/client/r0/register",
+            &json!({
+                "username": user, "password": old_password,
+                "auth": {"type": "m.login.email.identity", "session": session,
+                         "threepid_creds": {"sid": sid, "client_secret": secret1}}
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+    let access_token = registered.json()["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+
+    // 2. Add a second email with POST /account/3pid and bind: true.
+    let sid2 = stack.verify_email("account/3pid", second_email, secret2).await;
+    let added = stack
+        .post(
+            "/_matrix/client/r0/account/3pid",
+            &json!({"three_pid_creds": {"sid": sid2, "client_secret": secret2}, "bind": true}),
+            Some(&access_token),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text());
+    let listed = http::send(
+        Method::GET,
+        &stack.sidecar.url("/_matrix/client/r0/account/3pid"),
+        &[("authorization", &format!("Bearer {access_token}"))],
+        "",
+    )
+    .await
+    .json();
+    let addresses: Vec<&str> = listed["threepids"]
+        .as_array()
+        .expect("threepids")
+        .iter()
+        .map(|t| t["address"].as_str().expect("an address"))
+        .collect();
+    assert_eq!(addresses, [email, second_email]);
+
+    // 3. Reset the password.
+    let sid3 = stack.verify_email("account/password", email, secret3).await;
+    let start = stack
+        .post("/_matrix/client/r0/account/password", &json!({"new_password": new_password}), None)
+        .await;
+    assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
+    let session = start.json()["session"].as_str().expect("a UIA session").to_owned();
+    let reset = stack
+        .post(
+            "/_matrix/client/r0/account/password",
+            &json!({
+                "new_password": new_password,
+                "auth": {"type": "m.login.email.identity", "session": session,
+                         "threepid_creds": {"sid": sid3, "client_secret": secret3}}
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
+
+    // 4. The new password logs in; the old one is refused.
+    let login = |password: &str| {
+        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+    };
+    let ok = stack.post("/_matrix/client/r0/login", &login(new_password), None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    let refused = stack.post("/_matrix/client/r0/login", &login(old_password), None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+
+    // The homeserver asked the sidecar's identity listener, and nothing else: three
+    // getValidated3pid calls (register, add, reset), no bind, and no other identity server
+    // in its log.
+    let metrics = http::get(&stack.sidecar.admin_url("/metrics")).await.text();
+    let validated = metric(
+        &metrics,
+        r#"threepid_sidecar_identity_calls_total{endpoint="getValidated3pid",outcome="ok"}"#,
+    );
+    assert_eq!(validated, 3, "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"threepid_sidecar_identity_calls_total{endpoint="bind""#),
+        0
+    );
+    let synapse_log = std::fs::read_to_string(stack.synapse.log_path()).unwrap_or_default();
+    for other in ["matrix.org", "vector.im"] {
+        assert!(!synapse_log.contains(other), "Synapse talked to {other}");
+    }
+
+    // No token, client secret or password reached the sidecar's logs.
+    let mails = stack.smtp.messages();
+    let tokens: Vec<String> = mails.iter().map(|m| query_param(&link_in(&m.text), "token")).collect();
+    let mut secrets: Vec<&str> = vec![secret1, secret2, secret3, old_password, new_password, &access_token];
+    secrets.extend(tokens.iter().map(String::as_str));
+    logs::assert_none_of(&secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unvalidated_session_is_refused_by_the_homeserver() {
+    logs::capture();
+    let stack = Stack::start(|_| {}).await;
+    let answer = stack
+        .post(
+            "/_matrix/client/r0/register/email/requestToken",
+            &json!({"client_secret": "unvalidated", "email": "bob@example.org", "send_attempt": 1}),
+            None,
+        )
+        .await;
+    let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
+    let start = stack
+        .post("/_matrix/client/r0/register", &json!({"username": "bob", "password": "pw-bob-1"}), None)
+        .await;
+    let session = start.json()["session"].as_str().expect("a session").to_owned();
+    let early = stack
+        .post(
+            "/_matrix/client/r0/register",
+            &json!({
+                "username": "bob", "password": "pw-bob-1",
+                "auth": {"type": "m.login.email.identity", "session": session,
+                         "threepid_creds": {"sid": sid, "client_secret": "unvalidated"}}
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.text());
+    assert_eq!(early.json()["errcode"], "M_SESSION_NOT_VALIDATED");
+}
