@@ -433,10 +433,24 @@ pub struct Threepid {
     pub allowed_addresses: Vec<AllowedAddress>,
 }
 
+/// One `threepid.allowed_addresses` entry: addresses of `medium` matching `pattern` are
+/// accepted (email: the canonical address; msisdn: E.164 digits without `+`).
 #[derive(Debug, Clone)]
 pub struct AllowedAddress {
     pub medium: String,
-    pub pattern: String,
+    pub pattern: regex::Regex,
+}
+
+impl Threepid {
+    /// Whether `threepid.allowed_addresses` lets this address in (an empty list lets
+    /// everything in).
+    pub fn address_allowed(&self, medium: &str, address: &str) -> bool {
+        self.allowed_addresses.is_empty()
+            || self
+                .allowed_addresses
+                .iter()
+                .any(|a| a.medium == medium && a.pattern.is_match(address))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -547,7 +561,7 @@ impl Config {
                 "max_submit_attempts": self.threepid.max_submit_attempts,
                 "next_link_allowed_hosts": self.threepid.next_link_allowed_hosts,
                 "allowed_addresses": self.threepid.allowed_addresses.iter()
-                    .map(|a| json!({"medium": a.medium, "pattern": a.pattern})).collect::<Vec<_>>(),
+                    .map(|a| json!({"medium": a.medium, "pattern": a.pattern.as_str()})).collect::<Vec<_>>(),
             },
             "store": {
                 "backend": self.store.backend,
@@ -581,7 +595,8 @@ impl Config {
             "admin": { "listen": self.admin.listen.to_string() },
             "log": { "format": self.log.format, "level": self.log.level },
         });
-        toml::to_string_pretty(&strip_nulls(value)).expect("a JSON object of tables serialises as TOML")
+        toml::to_string_pretty(&strip_nulls(value))
+            .expect("a JSON object of tables serialises as TOML")
     }
 }
 
@@ -609,14 +624,21 @@ fn redact_url_password(url: &str) -> String {
 }
 
 fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| invalid(key, format!("{value:?} is not a duration like \"30s\" or \"24h\" ({e})")))
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?} is not a duration like \"30s\" or \"24h\" ({e})"),
+        )
+    })
 }
 
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| invalid(key, format!("{value:?} is not an address like \"127.0.0.1:8080\"")))
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an address like \"127.0.0.1:8080\""),
+        )
+    })
 }
 
 fn tls_pair(
@@ -627,7 +649,10 @@ fn tls_pair(
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
         (None, None) => Ok(None),
-        _ => Err(invalid(cert_key, "tls_cert_file and tls_key_file go together")),
+        _ => Err(invalid(
+            cert_key,
+            "tls_cert_file and tls_key_file go together",
+        )),
     }
 }
 
@@ -654,7 +679,10 @@ fn secret(
 
 fn rate_limit(key: &'static str, r: RateLimit) -> Result<RateLimit, ConfigError> {
     if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
-        return Err(invalid(key, "per_second must be above 0 and burst at least 1"));
+        return Err(invalid(
+            key,
+            "per_second must be above 0 and burst at least 1",
+        ));
     }
     Ok(r)
 }
@@ -665,7 +693,10 @@ impl Raw {
         let public_baseurl = Url::parse(&s.public_baseurl)
             .map_err(|e| invalid("server.public_baseurl", e.to_string()))?;
         if !matches!(public_baseurl.scheme(), "http" | "https") {
-            return Err(invalid("server.public_baseurl", "must be http:// or https://"));
+            return Err(invalid(
+                "server.public_baseurl",
+                "must be http:// or https://",
+            ));
         }
         // Links are built by appending to it, so it always ends in '/'.
         let public_baseurl = if public_baseurl.path().ends_with('/') {
@@ -679,7 +710,12 @@ impl Raw {
             .map(|p| {
                 p.parse::<IpNet>()
                     .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| invalid("server.trusted_proxies", format!("{p:?} is not an address or CIDR")))
+                    .map_err(|_| {
+                        invalid(
+                            "server.trusted_proxies",
+                            format!("{p:?} is not an address or CIDR"),
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?;
         if s.max_header_bytes < 8192 {
@@ -700,7 +736,10 @@ impl Raw {
         let u = self.upstream;
         let url = Url::parse(&u.url).map_err(|e| invalid("upstream.url", e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(invalid("upstream.url", "must be http://host[:port] or https://host[:port]"));
+            return Err(invalid(
+                "upstream.url",
+                "must be http://host[:port] or https://host[:port]",
+            ));
         }
         let upstream = Upstream {
             url,
@@ -725,15 +764,23 @@ impl Raw {
 
         let t = self.threepid;
         if t.max_submit_attempts == 0 {
-            return Err(invalid("threepid.max_submit_attempts", "must be at least 1"));
+            return Err(invalid(
+                "threepid.max_submit_attempts",
+                "must be at least 1",
+            ));
         }
         let allowed_addresses = t
             .allowed_addresses
             .into_iter()
             .map(|a| match a.medium.as_str() {
                 "email" | "msisdn" => Ok(AllowedAddress {
+                    pattern: regex::Regex::new(&a.pattern).map_err(|e| {
+                        invalid(
+                            "threepid.allowed_addresses",
+                            format!("pattern {:?}: {e}", a.pattern),
+                        )
+                    })?,
                     medium: a.medium,
-                    pattern: a.pattern,
                 }),
                 other => Err(invalid(
                     "threepid.allowed_addresses",
@@ -758,7 +805,12 @@ impl Raw {
             Url::parse(&st.url)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "redis" | "rediss"))
-                .ok_or_else(|| invalid("store.url", "must be redis://host[:port][/db] or rediss://…"))?;
+                .ok_or_else(|| {
+                    invalid(
+                        "store.url",
+                        "must be redis://host[:port][/db] or rediss://…",
+                    )
+                })?;
         }
         let store = Store {
             backend: st.backend,
@@ -769,13 +821,23 @@ impl Raw {
 
         let e = self.email;
         if e.transport == EmailTransport::Smtp {
-            let u = Url::parse(&e.smtp_url).map_err(|err| invalid("email.smtp_url", err.to_string()))?;
+            let u = Url::parse(&e.smtp_url)
+                .map_err(|err| invalid("email.smtp_url", err.to_string()))?;
             if !matches!(u.scheme(), "smtp" | "smtps") {
-                return Err(invalid("email.smtp_url", "must be smtp://host[:port] or smtps://host[:port]"));
+                return Err(invalid(
+                    "email.smtp_url",
+                    "must be smtp://host[:port] or smtps://host[:port]",
+                ));
             }
         }
         if e.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(invalid("email.from", format!("{:?} is not a mailbox like \"Matrix <noreply@example.org>\"", e.from)));
+            return Err(invalid(
+                "email.from",
+                format!(
+                    "{:?} is not a mailbox like \"Matrix <noreply@example.org>\"",
+                    e.from
+                ),
+            ));
         }
         let email = Email {
             transport: e.transport,
@@ -795,7 +857,10 @@ impl Raw {
             .map(|u| Url::parse(&u).map_err(|e| invalid("sms.webhook_url", e.to_string())))
             .transpose()?;
         if m.transport == SmsTransport::Webhook && webhook_url.is_none() {
-            return Err(invalid("sms.webhook_url", "required when sms.transport = \"webhook\""));
+            return Err(invalid(
+                "sms.webhook_url",
+                "required when sms.transport = \"webhook\"",
+            ));
         }
         let sms = Sms {
             transport: m.transport,
@@ -807,7 +872,10 @@ impl Raw {
 
         let r = self.rate_limit;
         let rate_limit = RateLimits {
-            request_token_per_ip: rate_limit("rate_limit.request_token_per_ip", r.request_token_per_ip)?,
+            request_token_per_ip: rate_limit(
+                "rate_limit.request_token_per_ip",
+                r.request_token_per_ip,
+            )?,
             request_token_per_address: rate_limit(
                 "rate_limit.request_token_per_address",
                 r.request_token_per_address,
@@ -880,7 +948,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("threepid.token_lifetime:"), "{err}");
-        let err = Config::from_toml("[upstream]\nurl = \"ftp://x\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[upstream]\nurl = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("upstream.url:"), "{err}");
     }
 
@@ -905,9 +975,10 @@ mod tests {
 
     #[test]
     fn inline_and_file_secret_together_are_refused() {
-        let err = Config::from_toml("[email]\nsmtp_password = \"a\"\nsmtp_password_file = \"/x\"\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::from_toml("[email]\nsmtp_password = \"a\"\nsmtp_password_file = \"/x\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.starts_with("email.smtp_password:"), "{err}");
     }
 
@@ -928,13 +999,35 @@ mod tests {
 
     #[test]
     fn public_baseurl_always_ends_in_a_slash() {
-        let c = Config::from_toml("[server]\npublic_baseurl = \"https://m.example.org/hs\"\n").unwrap();
-        assert_eq!(c.server.public_baseurl.as_str(), "https://m.example.org/hs/");
+        let c =
+            Config::from_toml("[server]\npublic_baseurl = \"https://m.example.org/hs\"\n").unwrap();
+        assert_eq!(
+            c.server.public_baseurl.as_str(),
+            "https://m.example.org/hs/"
+        );
+    }
+
+    #[test]
+    fn allowed_addresses_are_regular_expressions_per_medium() {
+        let c = Config::from_toml(
+            "[threepid]\nallowed_addresses = [{ medium = \"email\", pattern = \"@example\\\\.org$\" }]\n",
+        )
+        .unwrap();
+        assert!(c.threepid.address_allowed("email", "a@example.org"));
+        assert!(!c.threepid.address_allowed("email", "a@example.com"));
+        assert!(!c.threepid.address_allowed("msisdn", "447700900123"));
+        let err = Config::from_toml(
+            "[threepid]\nallowed_addresses = [{ medium = \"email\", pattern = \"(\" }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("threepid.allowed_addresses:"), "{err}");
     }
 
     #[test]
     fn trusted_proxies_take_addresses_and_cidrs() {
-        let c = Config::from_toml("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let c =
+            Config::from_toml("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
         assert_eq!(c.server.trusted_proxies.len(), 2);
         assert!(Config::from_toml("[server]\ntrusted_proxies = [\"nope\"]\n").is_err());
     }

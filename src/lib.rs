@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod matrix;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod session;
@@ -33,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, StoreBackend};
 use crate::delivery::Mailer;
+use crate::delivery::sms::{self, SmsSender};
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::server::{Bound, Listener};
@@ -46,6 +48,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: Arc<dyn SessionStore>,
     pub mailer: Arc<dyn Mailer>,
+    pub sms: Arc<dyn SmsSender>,
     pub templates: Arc<Templates>,
     ready: AtomicBool,
     request_ids: AtomicU64,
@@ -152,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &config.server.server_name,
         templates.clone(),
     )?);
+    let sms = sms::from_config(&config.sms, &config.email.app_name, templates.clone())?;
     let store = build_store(&config)?;
     let upstream = Upstream::new(&config.upstream)?;
 
@@ -189,7 +193,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 source,
             })
     };
-    let client = bind(Listener::Client, "server.listen", config.server.listen, client_tls).await?;
+    let client = bind(
+        Listener::Client,
+        "server.listen",
+        config.server.listen,
+        client_tls,
+    )
+    .await?;
     let identity = bind(
         Listener::Identity,
         "identity.listen",
@@ -198,8 +208,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )
     .await?;
     let admin = bind(Listener::Admin, "admin.listen", config.admin.listen, None).await?;
-    let (client_addr, identity_addr, admin_addr) =
-        (client.local_addr(), identity.local_addr(), admin.local_addr());
+    let (client_addr, identity_addr, admin_addr) = (
+        client.local_addr(),
+        identity.local_addr(),
+        admin.local_addr(),
+    );
 
     let grace = config.server.shutdown_grace;
     let state = Arc::new(AppState {
@@ -208,6 +221,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: Metrics::new(),
         store,
         mailer,
+        sms,
         templates,
         ready: AtomicBool::new(false),
         request_ids: AtomicU64::new(0),

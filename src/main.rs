@@ -10,7 +10,10 @@ use threepid_sidecar::config::{self, Config};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(version, about = "MSC2263 sidecar: email and phone verification for legacy Matrix homeservers")]
+#[command(
+    version,
+    about = "MSC2263 sidecar: email and phone verification for legacy Matrix homeservers"
+)]
 struct Cli {
     /// The TOML config file; without it, the embedded default (config.example.toml).
     #[arg(long, short, global = true, env = "THREEPID_SIDECAR_CONFIG")]

@@ -142,7 +142,13 @@ impl MatrixError {
 
 impl std::fmt::Display for MatrixError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.errcode, self.error)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.errcode,
+            self.error
+        )
     }
 }
 
@@ -151,7 +157,10 @@ impl std::error::Error for MatrixError {}
 /// Reads a whole request body of at most `limit` bytes: 413 `M_TOO_LARGE` beyond.
 pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, MatrixError> {
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match http_body_util::Limited::new(body, limit_usize).collect().await {
+    match http_body_util::Limited::new(body, limit_usize)
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(MatrixError::too_large(limit)),
         Err(e) => Err(MatrixError::bad_request(
@@ -163,10 +172,14 @@ pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, MatrixError> {
 
 /// A JSON object from a body: 400 `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it
 /// is JSON but not an object.
-pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, MatrixError> {
+pub fn parse_object(
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, MatrixError> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(MatrixError::bad_json("The request body must be a JSON object.")),
+        Ok(_) => Err(MatrixError::bad_json(
+            "The request body must be a JSON object.",
+        )),
         Err(_) => Err(MatrixError::not_json()),
     }
 }
@@ -176,7 +189,10 @@ pub fn is_form(headers: &hyper::HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.trim_start()
+                .starts_with("application/x-www-form-urlencoded")
+        })
 }
 
 /// String parameters from the query string and the body (JSON object or form), as the
@@ -242,7 +258,11 @@ mod tests {
         let response = MatrixError::missing_param("email").into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
-        let len: usize = response.headers()[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+        let len: usize = response.headers()[CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let body = body_json(response).await;
         assert_eq!(body["errcode"], "M_MISSING_PARAM");
         assert_eq!(body["error"], "Missing parameter: email");

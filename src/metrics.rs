@@ -76,6 +76,11 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
     outcome: &'static str,
@@ -90,6 +95,7 @@ pub struct Metrics {
     identity_calls: Family<EndpointLabels, Counter>,
     request_tokens: Family<EndpointLabels, Counter>,
     submits: Family<EndpointLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
     ready: Gauge,
 }
 
@@ -141,6 +147,12 @@ impl Metrics {
             "Token submissions by endpoint and outcome",
             submits.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by limit",
+            rate_limited.clone(),
+        );
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -155,6 +167,7 @@ impl Metrics {
             identity_calls,
             request_tokens,
             submits,
+            rate_limited,
             ready,
         }
     }
@@ -174,7 +187,9 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors
-            .get_or_create(&ErrorLabels { kind: kind.as_str() })
+            .get_or_create(&ErrorLabels {
+                kind: kind.as_str(),
+            })
             .inc();
     }
 
@@ -193,6 +208,12 @@ impl Metrics {
     pub fn submit(&self, endpoint: &'static str, outcome: &'static str) {
         self.submits
             .get_or_create(&EndpointLabels { endpoint, outcome })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit })
             .inc();
     }
 
@@ -221,8 +242,17 @@ mod tests {
         m.upstream_error(UpstreamErrorKind::Connect);
         m.observe_upstream(Duration::from_millis(3));
         let text = m.encode();
-        assert!(text.contains(r#"threepid_sidecar_http_requests_total{route="versions",status="2xx"} 1"#), "{text}");
-        assert!(text.contains(r#"threepid_sidecar_http_requests_total{route="forwarded",status="5xx"} 1"#));
+        assert!(
+            text.contains(
+                r#"threepid_sidecar_http_requests_total{route="versions",status="2xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"threepid_sidecar_http_requests_total{route="forwarded",status="5xx"} 1"#
+            )
+        );
         assert!(text.contains(r#"threepid_sidecar_upstream_errors_total{kind="connect"} 1"#));
         assert!(text.contains("threepid_sidecar_upstream_response_seconds_count 1"));
         assert!(text.ends_with("# EOF\n"));

@@ -123,8 +123,7 @@ impl Upstream {
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let started = Instant::now();
         let result =
-            tokio::time::timeout(self.response_timeout + extra, self.client.request(request))
-                .await;
+            tokio::time::timeout(self.response_timeout + extra, self.client.request(request)).await;
         metrics.observe_upstream(started.elapsed());
         let result = match result {
             Err(_) => Err(UpstreamError::Timeout),
@@ -160,16 +159,12 @@ pub fn prepare_request(
 ) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and needs Host.
-    let original_host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     strip_hop_by_hop(&mut parts.headers);
     // Our own server already answered any `Expect: 100-continue`.
     parts.headers.remove(header::EXPECT);
@@ -275,7 +270,8 @@ pub fn set_forwarded_headers(
     };
     headers.insert(
         X_FORWARDED_FOR,
-        HeaderValue::from_str(&forwarded_for).expect("addresses and separators are valid header text"),
+        HeaderValue::from_str(&forwarded_for)
+            .expect("addresses and separators are valid header text"),
     );
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
@@ -397,7 +393,13 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
         ]);
         let host = HeaderValue::from_static("matrix.example.org");
-        set_forwarded_headers(&mut h, "192.0.2.7".parse().unwrap(), false, false, Some(&host));
+        set_forwarded_headers(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            false,
+            false,
+            Some(&host),
+        );
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "matrix.example.org");
@@ -412,7 +414,13 @@ mod tests {
             ("x-forwarded-host", "matrix.example.org"),
         ]);
         let host = HeaderValue::from_static("internal:8080");
-        set_forwarded_headers(&mut h, "10.0.0.2".parse().unwrap(), true, false, Some(&host));
+        set_forwarded_headers(
+            &mut h,
+            "10.0.0.2".parse().unwrap(),
+            true,
+            false,
+            Some(&host),
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "matrix.example.org");
@@ -451,7 +459,10 @@ mod tests {
             long_poll_allowance("/_matrix/client/r0/rooms/x/messages", Some("timeout=30000")),
             Duration::ZERO
         );
-        assert_eq!(long_poll_allowance("/_matrix/client/v3/sync", None), Duration::ZERO);
+        assert_eq!(
+            long_poll_allowance("/_matrix/client/v3/sync", None),
+            Duration::ZERO
+        );
         assert_eq!(
             long_poll_allowance("/_matrix/client/v3/sync", Some("timeout=99999999")),
             Duration::from_secs(600)

@@ -108,9 +108,19 @@ pub fn spawn_listener(
             }
         }
         drop(listener);
-        tracing::info!(listener = kind.name(), open = graceful.count(), "stopped accepting; draining");
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(listener = kind.name(), "drain deadline passed; closing what is left");
+        tracing::info!(
+            listener = kind.name(),
+            open = graceful.count(),
+            "stopped accepting; draining"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                listener = kind.name(),
+                "drain deadline passed; closing what is left"
+            );
         }
     })
 }
@@ -151,7 +161,7 @@ async fn serve_connection(
             let request = request.map(BodyExt::boxed);
             let response = match kind {
                 Listener::Client => routes::client(&state, &conn, request).await,
-                Listener::Identity => routes::identity::handle(&state, request).await,
+                Listener::Identity => routes::identity::handle(&state, &conn, request).await,
                 Listener::Admin => routes::admin::handle(&state, request).await,
             };
             Ok::<_, Infallible>(response)
@@ -164,11 +174,8 @@ async fn serve_connection(
                 .await
         }
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(
-                Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await;
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(stream)) => {
                     watcher

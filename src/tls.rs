@@ -71,8 +71,8 @@ pub fn generate_self_signed(server_name: &str, dir: &Path) -> Result<TlsFiles, T
     if host != "localhost" {
         names.push("localhost".into());
     }
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
         path: dir.to_owned(),
         source,

@@ -137,7 +137,12 @@ mod tests {
         assert!(sid.bytes().all(|b| b.is_ascii_alphanumeric()));
         let token = new_email_token();
         assert_eq!(token.expose_secret().len(), EMAIL_TOKEN_LEN);
-        assert!(token.expose_secret().bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(
+            token
+                .expose_secret()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
         assert_ne!(new_sid(), sid);
     }
 

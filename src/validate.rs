@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::matrix::MatrixError;
+use crate::session::Medium;
 
 /// Longest email address accepted (Synapse and Sydent use the same bound).
 pub const MAX_EMAIL_LEN: usize = 500;
@@ -38,15 +39,12 @@ pub fn email(address: &str) -> Result<String, MatrixError> {
         return Err(refuse());
     }
     let canonical = format!("{}@{}", local.to_lowercase(), domain.to_ascii_lowercase());
-    if canonical
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\\'))
-    {
+    if canonical.chars().any(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\\')
+    }) {
         return Err(refuse());
     }
-    canonical
-        .parse::<lettre::Address>()
-        .map_err(|_| refuse())?;
+    canonical.parse::<lettre::Address>().map_err(|_| refuse())?;
     Ok(canonical)
 }
 
@@ -56,7 +54,9 @@ pub fn required_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a s
     match body.get(key) {
         None | Some(Value::Null) => Err(MatrixError::missing_param(key)),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(MatrixError::invalid_param(format!("{key} must be a string."))),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{key} must be a string."
+        ))),
     }
 }
 
@@ -68,7 +68,9 @@ pub fn optional_str<'a>(
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(MatrixError::invalid_param(format!("{key} must be a string."))),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{key} must be a string."
+        ))),
     }
 }
 
@@ -113,6 +115,98 @@ pub fn next_link_with_sid(next_link: &str, sid: &str) -> String {
     }
 }
 
+/// A phone number that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msisdn {
+    /// E.164 without the `+`, as stored and as homeservers expect (`447400123456`).
+    pub msisdn: String,
+    /// International format for people (`+44 7400 123456`).
+    pub intl_fmt: String,
+}
+
+/// `phone_number` as dialled from `country` (ISO 3166-1 alpha-2, upper case).
+pub fn phone(country: &str, phone_number: &str) -> Result<Msisdn, MatrixError> {
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(MatrixError::invalid_param(
+            "country must be a two-letter upper-case country code such as \"GB\".",
+        ));
+    }
+    let refuse = || MatrixError::invalid_param("Invalid phone number for that country.");
+    if phone_number.len() > 64 {
+        return Err(refuse());
+    }
+    let id = country
+        .parse::<phonenumber::country::Id>()
+        .map_err(|_| MatrixError::invalid_param("Unknown country code."))?;
+    let number = phonenumber::parse(Some(id), phone_number).map_err(|_| refuse())?;
+    if !phonenumber::is_valid(&number) {
+        return Err(refuse());
+    }
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    let intl_fmt = number
+        .format()
+        .mode(phonenumber::Mode::International)
+        .to_string();
+    Ok(Msisdn {
+        msisdn: e164.trim_start_matches('+').to_owned(),
+        intl_fmt,
+    })
+}
+
+/// A requestToken body that passed every input rule (DESIGN §5), either medium.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub medium: Medium,
+    pub client_secret: String,
+    /// Canonical: a case-folded email, or E.164 digits without `+`.
+    pub address: String,
+    /// For msisdn: the international format shown to people.
+    pub intl_fmt: Option<String>,
+    pub send_attempt: u64,
+    pub next_link: Option<String>,
+}
+
+/// Applies the input rules to a requestToken body, in the table's order: missing
+/// parameters, `client_secret`, `send_attempt`, the address, `next_link`. `id_server` and
+/// `id_access_token` are not looked at here.
+pub fn token_request(
+    medium: Medium,
+    body: &Map<String, Value>,
+    next_link_allowed_hosts: Option<&[String]>,
+) -> Result<TokenRequest, MatrixError> {
+    let client_secret = required_str(body, "client_secret")?;
+    let address_fields = match medium {
+        Medium::Email => (required_str(body, "email")?, None),
+        Medium::Msisdn => (
+            required_str(body, "country")?,
+            Some(required_str(body, "phone_number")?),
+        ),
+    };
+    if !body.contains_key("send_attempt") {
+        return Err(MatrixError::missing_param("send_attempt"));
+    }
+    self::client_secret(client_secret)?;
+    let send_attempt = send_attempt(body)?;
+    let (address, intl_fmt) = match address_fields {
+        (email_address, None) => (email(email_address)?, None),
+        (country, Some(number)) => {
+            let parsed = phone(country, number)?;
+            (parsed.msisdn, Some(parsed.intl_fmt))
+        }
+    };
+    let next_link = optional_str(body, "next_link")?
+        .map(|link| next_link(link, next_link_allowed_hosts))
+        .transpose()?;
+    Ok(TokenRequest {
+        medium,
+        client_secret: client_secret.to_owned(),
+        address,
+        intl_fmt,
+        send_attempt,
+        next_link,
+    })
+}
+
 /// An address shown in logs: `a***@example.org`, `+44*******01`.
 pub fn mask_address(address: &str) -> String {
     match address.split_once('@') {
@@ -153,7 +247,10 @@ mod tests {
 
     #[test]
     fn emails_are_canonicalised() {
-        assert_eq!(email("  Alice.B@Example.ORG ").unwrap(), "alice.b@example.org");
+        assert_eq!(
+            email("  Alice.B@Example.ORG ").unwrap(),
+            "alice.b@example.org"
+        );
         assert_eq!(email("ÄRGER@example.org").unwrap(), "ärger@example.org");
     }
 
@@ -161,10 +258,23 @@ mod tests {
     fn bad_emails_are_refused() {
         let long = format!("{}@example.org", "a".repeat(500));
         for bad in [
-            "", "a", "no-at-sign", "@example.org", "alice@", "a@b@c", "al ice@example.org",
-            "alice@exa mple.org", "alice@example.org\r\nBcc: x@y", "<a@b.c>", &long,
+            "",
+            "a",
+            "no-at-sign",
+            "@example.org",
+            "alice@",
+            "a@b@c",
+            "al ice@example.org",
+            "alice@exa mple.org",
+            "alice@example.org\r\nBcc: x@y",
+            "<a@b.c>",
+            &long,
         ] {
-            assert_eq!(email(bad).unwrap_err().errcode, "M_INVALID_PARAM", "{bad:?}");
+            assert_eq!(
+                email(bad).unwrap_err().errcode,
+                "M_INVALID_PARAM",
+                "{bad:?}"
+            );
         }
     }
 
@@ -205,6 +315,92 @@ mod tests {
     }
 
     #[test]
+    fn phone_numbers_are_read_as_dialled_from_the_country() {
+        let gb = phone("GB", "07400 123456").unwrap();
+        assert_eq!(gb.msisdn, "447400123456");
+        assert_eq!(gb.intl_fmt, "+44 7400 123456");
+        assert_eq!(
+            phone("US", "+1 (201) 555-0123").unwrap().msisdn,
+            "12015550123"
+        );
+        assert_eq!(phone("DE", "030 901820").unwrap().msisdn, "4930901820");
+    }
+
+    #[test]
+    fn bad_phone_numbers_and_countries_are_refused() {
+        for (country, number) in [
+            ("gb", "07700900123"),
+            ("GBR", "07700900123"),
+            ("XX", "07700900123"),
+            ("GB", "123"),
+            ("GB", "not a number"),
+            ("GB", ""),
+        ] {
+            let err = phone(country, number).unwrap_err();
+            assert_eq!(err.errcode, "M_INVALID_PARAM", "{country} {number}");
+        }
+    }
+
+    #[test]
+    fn a_token_request_is_canonicalised_and_id_server_is_not_its_business() {
+        let req = token_request(
+            Medium::Email,
+            &obj(json!({
+                "client_secret": "cs1", "email": "Alice@Example.org", "send_attempt": 1,
+                "id_server": "vector.im", "id_access_token": "x", "next_link": "https://app.example.org/"
+            })),
+            None,
+        )
+        .unwrap();
+        assert_eq!(req.address, "alice@example.org");
+        assert_eq!(req.send_attempt, 1);
+        assert_eq!(req.next_link.as_deref(), Some("https://app.example.org/"));
+        let req = token_request(
+            Medium::Msisdn,
+            &obj(json!({"client_secret": "c", "country": "GB", "phone_number": "07400123456", "send_attempt": 2})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(req.address, "447400123456");
+        assert_eq!(req.intl_fmt.as_deref(), Some("+44 7400 123456"));
+    }
+
+    #[test]
+    fn each_missing_parameter_is_named() {
+        for (medium, body, missing) in [
+            (
+                Medium::Email,
+                json!({"email": "a@b.c", "send_attempt": 1}),
+                "client_secret",
+            ),
+            (
+                Medium::Email,
+                json!({"client_secret": "c", "send_attempt": 1}),
+                "email",
+            ),
+            (
+                Medium::Email,
+                json!({"client_secret": "c", "email": "a@b.c"}),
+                "send_attempt",
+            ),
+            (
+                Medium::Msisdn,
+                json!({"client_secret": "c", "phone_number": "1", "send_attempt": 1}),
+                "country",
+            ),
+            (
+                Medium::Msisdn,
+                json!({"client_secret": "c", "country": "GB", "send_attempt": 1}),
+                "phone_number",
+            ),
+        ] {
+            let err = token_request(medium, &obj(body), None).unwrap_err();
+            assert_eq!(err.errcode, "M_MISSING_PARAM");
+            assert!(err.error.contains(missing), "{}", err.error);
+        }
+    }
+
+    #[test]
     fn addresses_are_masked() {
         assert_eq!(mask_address("alice@example.org"), "a***@example.org");
         assert_eq!(mask_address("447700900001"), "44********01");
@@ -214,7 +410,10 @@ mod tests {
     #[test]
     fn required_strings_name_what_is_missing() {
         let body = obj(json!({"email": 5}));
-        assert_eq!(required_str(&body, "email").unwrap_err().errcode, "M_INVALID_PARAM");
+        assert_eq!(
+            required_str(&body, "email").unwrap_err().errcode,
+            "M_INVALID_PARAM"
+        );
         let err = required_str(&body, "client_secret").unwrap_err();
         assert_eq!(err.errcode, "M_MISSING_PARAM");
         assert!(err.error.contains("client_secret"));

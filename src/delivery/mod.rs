@@ -2,6 +2,7 @@
 //! I/O seam; handlers never see lettre.
 
 pub mod email;
+pub mod sms;
 
 use futures_util::future::BoxFuture;
 

@@ -21,22 +21,33 @@ pub async fn handle(state: &AppState, request: Request<Body>) -> Response<Body> 
         "/health/live" => text(StatusCode::OK, "live\n"),
         "/health/ready" => {
             if !state.is_ready() {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or draining\n");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: starting or draining\n",
+                );
             }
             match tokio::time::timeout(STORE_PING_TIMEOUT, state.store.ping()).await {
                 Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "readiness: store unreachable");
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready: session store unreachable\n")
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: session store unreachable\n",
+                    )
                 }
-                Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: session store timed out\n"),
+                Err(_) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: session store timed out\n",
+                ),
             }
         }
         "/metrics" => {
             let mut response = text(StatusCode::OK, state.metrics.encode());
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }
@@ -48,8 +59,9 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let body = body.into();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -125,9 +125,8 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    let forward_as_is = |parts: hyper::http::request::Parts, bytes: Bytes| {
-        Request::from_parts(parts, full(bytes))
-    };
+    let forward_as_is =
+        |parts: hyper::http::request::Parts, bytes: Bytes| Request::from_parts(parts, full(bytes));
     let Ok(mut object) = matrix::parse_object(&bytes) else {
         // Not ours to judge: the homeserver answers bad JSON itself.
         return forward(state, conn, forward_as_is(parts, bytes)).await;
@@ -139,7 +138,11 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
     let mut ours = Vec::new();
     for creds in candidates {
         match state.store.get(&creds.sid, state.now_ms()).await {
-            Ok(Some(session)) if session.client_secret.ct_eq(&SecretHash::of(&creds.client_secret)) => {
+            Ok(Some(session))
+                if session
+                    .client_secret
+                    .ct_eq(&SecretHash::of(&creds.client_secret)) =>
+            {
                 ours.push(creds);
             }
             Ok(_) => {}
@@ -149,10 +152,15 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
             }
         }
     }
-    if !rewrite(&mut object, &state.config.identity.server_name, |c| ours.contains(c)) {
+    if !rewrite(&mut object, &state.config.identity.server_name, |c| {
+        ours.contains(c)
+    }) {
         return forward(state, conn, forward_as_is(parts, bytes)).await;
     }
-    tracing::info!(sessions = ours.len(), "creds rewritten to our identity listener");
+    tracing::info!(
+        sessions = ours.len(),
+        "creds rewritten to our identity listener"
+    );
     let rewritten = serde_json::to_vec(&object).expect("a JSON map always serialises");
     parts
         .headers
@@ -226,7 +234,8 @@ mod tests {
         }));
         assert_eq!(body["three_pid_creds"]["id_server"], "sidecar:8090");
         assert_eq!(body["bind"], false);
-        let (body, _) = rewritten(json!({"threePidCreds": [{"sid": "OURS", "client_secret": "cs"}]}));
+        let (body, _) =
+            rewritten(json!({"threePidCreds": [{"sid": "OURS", "client_secret": "cs"}]}));
         assert_eq!(body["threePidCreds"][0]["id_server"], "sidecar:8090");
     }
 
@@ -250,12 +259,16 @@ mod tests {
 
     #[test]
     fn every_spelling_is_found() {
-        let found = find_creds(json!({
-            "sid": "A", "client_secret": "1",
-            "auth": {"threepid_creds": {"sid": "B", "client_secret": "2"},
-                     "threepidCreds": {"sid": "B", "client_secret": "2"}},
-            "three_pid_creds": {"sid": "C", "clientSecret": "3"}
-        }).as_object().unwrap());
+        let found = find_creds(
+            json!({
+                "sid": "A", "client_secret": "1",
+                "auth": {"threepid_creds": {"sid": "B", "client_secret": "2"},
+                         "threepidCreds": {"sid": "B", "client_secret": "2"}},
+                "three_pid_creds": {"sid": "C", "clientSecret": "3"}
+            })
+            .as_object()
+            .unwrap(),
+        );
         let sids: Vec<&str> = found.iter().map(|c| c.sid.as_str()).collect();
         assert_eq!(sids, ["B", "C", "A"]);
     }

@@ -6,8 +6,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
 use crate::AppState;
+use crate::config::Mode;
 use crate::matrix::{self, Body, MatrixError, json_response};
-use crate::routes::submit_token;
+use crate::proxy::ConnInfo;
+use crate::routes::{request_token, submit_token};
+use crate::session::Medium;
+use crate::token::SecretHash;
 
 /// What the identity listener serves, from the path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +20,7 @@ pub enum IdentityRoute {
     Root,
     GetValidated3pid,
     SubmitToken,
-    RequestToken,
+    RequestToken(Medium),
     Bind,
     Unknown,
 }
@@ -27,7 +31,7 @@ impl IdentityRoute {
             IdentityRoute::Root => "root",
             IdentityRoute::GetValidated3pid => "getValidated3pid",
             IdentityRoute::SubmitToken => "submitToken",
-            IdentityRoute::RequestToken => "requestToken",
+            IdentityRoute::RequestToken(_) => "requestToken",
             IdentityRoute::Bind => "bind",
             IdentityRoute::Unknown => "unknown",
         }
@@ -45,16 +49,15 @@ pub fn classify(path: &str) -> IdentityRoute {
         Some("/validate/email/submitToken" | "/validate/msisdn/submitToken") => {
             IdentityRoute::SubmitToken
         }
-        Some("/validate/email/requestToken" | "/validate/msisdn/requestToken") => {
-            IdentityRoute::RequestToken
-        }
+        Some("/validate/email/requestToken") => IdentityRoute::RequestToken(Medium::Email),
+        Some("/validate/msisdn/requestToken") => IdentityRoute::RequestToken(Medium::Msisdn),
         Some("/3pid/bind") => IdentityRoute::Bind,
         _ => IdentityRoute::Unknown,
     }
 }
 
 /// Every request on the identity listener.
-pub async fn handle(state: &AppState, request: Request<Body>) -> Response<Body> {
+pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
     let route = classify(request.uri().path());
     let span = tracing::info_span!(
         "identity",
@@ -62,33 +65,43 @@ pub async fn handle(state: &AppState, request: Request<Body>) -> Response<Body> 
         method = %request.method(),
         route = route.label(),
     );
-    let response = async { match route {
-        IdentityRoute::Root if request.method() == Method::GET => {
-            json_response(StatusCode::OK, &serde_json::json!({}))
-        }
-        IdentityRoute::GetValidated3pid
-            if request.method() == Method::GET || request.method() == Method::POST =>
-        {
-            get_validated_3pid(state, request)
-                .await
-                .unwrap_or_else(MatrixError::into_response)
-        }
-        IdentityRoute::SubmitToken
-            if request.method() == Method::GET || request.method() == Method::POST =>
-        {
-            submit_token::identity_submit(state, request).await
-        }
-        IdentityRoute::Bind => MatrixError::bad_request(
-            "M_UNRECOGNIZED",
-            "This identity service only verifies addresses for its homeserver; it does not \
+    let response = async {
+        match route {
+            IdentityRoute::Root if request.method() == Method::GET => {
+                json_response(StatusCode::OK, &serde_json::json!({}))
+            }
+            IdentityRoute::GetValidated3pid
+                if request.method() == Method::GET || request.method() == Method::POST =>
+            {
+                get_validated_3pid(state, request)
+                    .await
+                    .unwrap_or_else(MatrixError::into_response)
+            }
+            IdentityRoute::SubmitToken
+                if request.method() == Method::GET || request.method() == Method::POST =>
+            {
+                submit_token::identity_submit(state, conn.peer.ip(), request).await
+            }
+            IdentityRoute::Bind => MatrixError::bad_request(
+                "M_UNRECOGNIZED",
+                "This identity service only verifies addresses for its homeserver; it does not \
              bind them. Bind with a lookup identity server instead.",
-        )
-        .into_response(),
-        // Via-upstream mode is not configured: the homeserver should not call this.
-        IdentityRoute::RequestToken => MatrixError::unrecognized().into_response(),
-        IdentityRoute::Unknown => MatrixError::unrecognized().into_response(),
-        _ => MatrixError::method_not_allowed().into_response(),
-    } }
+            )
+            .into_response(),
+            IdentityRoute::RequestToken(medium)
+                if request.method() == Method::POST
+                    && state.config.threepid.mode == Mode::ViaUpstream =>
+            {
+                request_token(state, medium, request)
+                    .await
+                    .unwrap_or_else(MatrixError::into_response)
+            }
+            // Outside via-upstream mode nobody should call this.
+            IdentityRoute::RequestToken(_) => MatrixError::unrecognized().into_response(),
+            IdentityRoute::Unknown => MatrixError::unrecognized().into_response(),
+            _ => MatrixError::method_not_allowed().into_response(),
+        }
+    }
     .instrument(span.clone())
     .await;
     let status = response.status();
@@ -118,7 +131,7 @@ async fn get_validated_3pid(
             tracing::warn!(error = %e, "getValidated3pid: store failed");
             MatrixError::store_unavailable()
         })?
-        .filter(|s| s.client_secret.ct_eq(&crate::token::SecretHash::of(client_secret)))
+        .filter(|s| s.client_secret.ct_eq(&SecretHash::of(client_secret)))
         .ok_or_else(no_valid_session)?;
     if session.failed_submits >= state.config.threepid.max_submit_attempts {
         return Err(MatrixError::bad_request(
@@ -140,6 +153,72 @@ async fn get_validated_3pid(
             "validated_at": validated_at,
         }),
     ))
+}
+
+/// POST …/validate/{email,msisdn}/requestToken (via-upstream mode)
+///
+/// The homeserver accepted the client's requestToken and asks its "identity server" to
+/// send the token: the session is issued here, with the purpose the client listener noted.
+/// JSON or a form (as Dendrite sends).
+async fn request_token(
+    state: &AppState,
+    medium: Medium,
+    request: Request<Body>,
+) -> Result<Response<Body>, MatrixError> {
+    let params = matrix::Params::from_request(request, state.config.server.max_body_bytes).await?;
+    let mut body: serde_json::Map<String, serde_json::Value> = [
+        "client_secret",
+        "email",
+        "country",
+        "phone_number",
+        "next_link",
+    ]
+    .into_iter()
+    .filter_map(|k| params.get(k).map(|v| (k.to_owned(), v.into())))
+    .collect();
+    if let Some(attempt) = params.get("send_attempt") {
+        // A form carries text: "1" is the integer 1 here.
+        let value = attempt.parse::<u64>().map_or_else(
+            |_| serde_json::Value::from(attempt),
+            serde_json::Value::from,
+        );
+        body.insert("send_attempt".into(), value);
+    }
+    let req = crate::validate::token_request(
+        medium,
+        &body,
+        state.config.threepid.next_link_allowed_hosts.as_deref(),
+    )?;
+    let noted = state
+        .store
+        .purpose_for(
+            medium,
+            &req.address,
+            &SecretHash::of(&req.client_secret),
+            state.now_ms(),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "identity requestToken: store failed");
+            MatrixError::store_unavailable()
+        })?;
+    let purpose = noted.unwrap_or_else(|| {
+        tracing::info!(
+            "identity requestToken without a noted purpose; sending the registration message"
+        );
+        crate::session::Purpose::Registration
+    });
+    let (sid, _) = request_token::issue(state, &req, purpose).await?;
+    let answer = match medium {
+        Medium::Email => serde_json::json!({ "sid": sid }),
+        Medium::Msisdn => serde_json::json!({
+            "sid": sid,
+            "msisdn": req.address,
+            "intl_fmt": req.intl_fmt,
+            "success": true,
+        }),
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 fn no_valid_session() -> MatrixError {
@@ -168,11 +247,17 @@ mod tests {
             );
             assert_eq!(
                 classify(&format!("{prefix}/validate/msisdn/requestToken")),
-                IdentityRoute::RequestToken
+                IdentityRoute::RequestToken(Medium::Msisdn)
             );
-            assert_eq!(classify(&format!("{prefix}/3pid/bind")), IdentityRoute::Bind);
+            assert_eq!(
+                classify(&format!("{prefix}/3pid/bind")),
+                IdentityRoute::Bind
+            );
         }
-        assert_eq!(classify("/_matrix/identity/api/v1/lookup"), IdentityRoute::Unknown);
+        assert_eq!(
+            classify("/_matrix/identity/api/v1/lookup"),
+            IdentityRoute::Unknown
+        );
         assert_eq!(classify("/_matrix/client/versions"), IdentityRoute::Unknown);
     }
 }

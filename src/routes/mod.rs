@@ -14,18 +14,20 @@ use hyper::{Method, Request, Response};
 use tracing::Instrument;
 
 use crate::AppState;
-use crate::matrix::Body;
+use crate::config::RateLimit;
+use crate::matrix::{Body, MatrixError};
 use crate::metrics::RouteClass;
 use crate::proxy::{self, ConnInfo};
-use crate::session::Purpose;
+use crate::ratelimit::{LimitKey, RateDecision};
+use crate::session::{Medium, Purpose};
 
 /// What the sidecar does with a client request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// `GET /_matrix/client/versions`: forward and inject the flag.
     Versions,
-    /// `POST …/{register,account/password,account/3pid}/email/requestToken`.
-    EmailRequestToken(Purpose),
+    /// `POST …/{register,account/password,account/3pid}/{email,msisdn}/requestToken`.
+    RequestToken(Medium, Purpose),
     /// `GET /_matrix/client/unstable/threepid/email/submit_token`: the confirmation page.
     EmailLinkPage,
     /// `POST` of the same path: form or JSON.
@@ -79,11 +81,42 @@ pub fn classify(method: &Method, path: &str) -> Route {
         return Route::Forward;
     };
     match endpoint {
-        "register/email/requestToken" => Route::EmailRequestToken(Purpose::Registration),
-        "account/password/email/requestToken" => Route::EmailRequestToken(Purpose::PasswordReset),
-        "account/3pid/email/requestToken" => Route::EmailRequestToken(Purpose::AddThreepid),
         "register" | "account/password" | "account/3pid" | "account/3pid/add" => Route::Creds,
-        _ => Route::Forward,
+        _ => request_token_route(endpoint).unwrap_or(Route::Forward),
+    }
+}
+
+/// `{register,account/password,account/3pid}/{email,msisdn}/requestToken`
+fn request_token_route(endpoint: &str) -> Option<Route> {
+    let rest = endpoint.strip_suffix("/requestToken")?;
+    let (purpose, medium) = rest.rsplit_once('/')?;
+    let purpose = match purpose {
+        "register" => Purpose::Registration,
+        "account/password" => Purpose::PasswordReset,
+        "account/3pid" => Purpose::AddThreepid,
+        _ => return None,
+    };
+    Some(Route::RequestToken(Medium::parse(medium)?, purpose))
+}
+
+/// Counts a request against a limit kept in the store: 429 `M_LIMIT_EXCEEDED` when it is
+/// spent, 503 when the store is down.
+pub async fn check_rate_limit(
+    state: &AppState,
+    key: &LimitKey,
+    limit: RateLimit,
+) -> Result<(), MatrixError> {
+    match state.store.rate_limit(key, limit, state.now_ms()).await {
+        Ok(RateDecision::Allowed) => Ok(()),
+        Ok(RateDecision::Limited { retry_after_ms }) => {
+            state.metrics.rate_limited(key.name());
+            tracing::info!(limit = key.name(), retry_after_ms, "rate limited");
+            Err(MatrixError::limit_exceeded(retry_after_ms))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limit: store failed");
+            Err(MatrixError::store_unavailable())
+        }
     }
 }
 
@@ -99,13 +132,20 @@ pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
         duration_ms = tracing::field::Empty,
     );
     let started = Instant::now();
+    let client_ip = proxy::client_ip(
+        request.headers(),
+        conn.peer.ip(),
+        &state.config.server.trusted_proxies,
+    );
     let response = async {
         match route {
             Route::Versions => versions::handle(state, conn, request).await,
-            Route::EmailRequestToken(purpose) => request_token::email(state, purpose, request).await,
+            Route::RequestToken(medium, purpose) => {
+                request_token::handle(state, conn, medium, purpose, request).await
+            }
             Route::EmailLinkPage => submit_token::email_link_page(state, request).await,
-            Route::EmailSubmit => submit_token::email_submit(state, request).await,
-            Route::MsisdnSubmit => submit_token::json_submit(state, request).await,
+            Route::EmailSubmit => submit_token::email_submit(state, client_ip, request).await,
+            Route::MsisdnSubmit => submit_token::json_submit(state, client_ip, request).await,
             Route::Creds => creds::handle(state, conn, request).await,
             Route::Forward => {
                 proxy::forward(
@@ -143,18 +183,39 @@ mod tests {
     fn request_token_routes_answer_on_every_version_prefix() {
         for v in ["r0", "v3", "unstable"] {
             assert_eq!(
-                classify(&Method::POST, &format!("/_matrix/client/{v}/register/email/requestToken")),
-                Route::EmailRequestToken(Purpose::Registration)
+                classify(
+                    &Method::POST,
+                    &format!("/_matrix/client/{v}/register/email/requestToken")
+                ),
+                Route::RequestToken(Medium::Email, Purpose::Registration)
             );
             assert_eq!(
-                classify(&Method::POST, &format!("/_matrix/client/{v}/account/password/email/requestToken")),
-                Route::EmailRequestToken(Purpose::PasswordReset)
+                classify(
+                    &Method::POST,
+                    &format!("/_matrix/client/{v}/account/password/email/requestToken")
+                ),
+                Route::RequestToken(Medium::Email, Purpose::PasswordReset)
             );
             assert_eq!(
-                classify(&Method::POST, &format!("/_matrix/client/{v}/account/3pid/email/requestToken")),
-                Route::EmailRequestToken(Purpose::AddThreepid)
+                classify(
+                    &Method::POST,
+                    &format!("/_matrix/client/{v}/account/3pid/email/requestToken")
+                ),
+                Route::RequestToken(Medium::Email, Purpose::AddThreepid)
             );
-            for creds in ["register", "account/password", "account/3pid", "account/3pid/add"] {
+            assert_eq!(
+                classify(
+                    &Method::POST,
+                    &format!("/_matrix/client/{v}/account/3pid/msisdn/requestToken")
+                ),
+                Route::RequestToken(Medium::Msisdn, Purpose::AddThreepid)
+            );
+            for creds in [
+                "register",
+                "account/password",
+                "account/3pid",
+                "account/3pid/add",
+            ] {
                 assert_eq!(
                     classify(&Method::POST, &format!("/_matrix/client/{v}/{creds}")),
                     Route::Creds
@@ -162,11 +223,20 @@ mod tests {
             }
         }
         assert_eq!(
-            classify(&Method::GET, "/_matrix/client/r0/register/email/requestToken"),
+            classify(
+                &Method::GET,
+                "/_matrix/client/r0/register/email/requestToken"
+            ),
             Route::Forward
         );
-        assert_eq!(classify(&Method::GET, "/_matrix/client/r0/account/3pid"), Route::Forward);
-        assert_eq!(classify(&Method::POST, "/_matrix/client/r0/account/3pid/bind"), Route::Forward);
+        assert_eq!(
+            classify(&Method::GET, "/_matrix/client/r0/account/3pid"),
+            Route::Forward
+        );
+        assert_eq!(
+            classify(&Method::POST, "/_matrix/client/r0/account/3pid/bind"),
+            Route::Forward
+        );
     }
 
     #[test]
@@ -175,16 +245,31 @@ mod tests {
         assert_eq!(classify(&Method::GET, email), Route::EmailLinkPage);
         assert_eq!(classify(&Method::POST, email), Route::EmailSubmit);
         assert_eq!(
-            classify(&Method::POST, "/_matrix/client/unstable/threepid/msisdn/submit_token"),
+            classify(
+                &Method::POST,
+                "/_matrix/client/unstable/threepid/msisdn/submit_token"
+            ),
             Route::MsisdnSubmit
         );
     }
 
     #[test]
     fn only_get_versions_is_the_versions_route() {
-        assert_eq!(classify(&Method::GET, "/_matrix/client/versions"), Route::Versions);
-        assert_eq!(classify(&Method::POST, "/_matrix/client/versions"), Route::Forward);
-        assert_eq!(classify(&Method::GET, "/_matrix/client/versions/"), Route::Forward);
-        assert_eq!(classify(&Method::GET, "/_matrix/client/r0/sync"), Route::Forward);
+        assert_eq!(
+            classify(&Method::GET, "/_matrix/client/versions"),
+            Route::Versions
+        );
+        assert_eq!(
+            classify(&Method::POST, "/_matrix/client/versions"),
+            Route::Forward
+        );
+        assert_eq!(
+            classify(&Method::GET, "/_matrix/client/versions/"),
+            Route::Forward
+        );
+        assert_eq!(
+            classify(&Method::GET, "/_matrix/client/r0/sync"),
+            Route::Forward
+        );
     }
 }

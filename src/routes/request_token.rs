@@ -1,57 +1,35 @@
-//! `POST /_matrix/client/{v}/{register,account/password,account/3pid}/email/requestToken`
-//! in direct mode (DESIGN §1 step 2): validate, start or continue a session, mail a link,
-//! answer `{"sid"}`. The sidecar never says whether the address is registered; the
-//! homeserver decides that when the session is used.
+//! `POST /_matrix/client/{v}/{register,account/password,account/3pid}/{email,msisdn}/requestToken`
+//! (DESIGN §1 step 2, §2). In direct mode the sidecar validates, starts or continues a
+//! session, mails a link or texts a code, and answers `{"sid"}` (msisdn also `submit_url`,
+//! `msisdn`, `intl_fmt`); it never says whether an address is registered. In via-upstream
+//! mode the homeserver checks the request first and calls the identity listener, which
+//! issues the token ([`issue`] serves both).
 
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use secrecy::ExposeSecret;
-use serde_json::{Map, Value};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::delivery::MailRequest;
-use crate::matrix::{self, Body, MatrixError, json_response};
-use crate::routes::submit_token::EMAIL_SUBMIT_PATH;
+use crate::config::{IdServerParam, Mode};
+use crate::delivery::sms::SmsRequest;
+use crate::delivery::{DeliveryError, MailRequest};
+use crate::matrix::{self, Body, MatrixError, full, json_response};
+use crate::proxy::{self, ConnInfo};
+use crate::ratelimit::LimitKey;
+use crate::routes::check_rate_limit;
+use crate::routes::submit_token::{EMAIL_SUBMIT_PATH, MSISDN_SUBMIT_PATH};
 use crate::session::{Medium, Purpose, SendDecision, SendRequest};
 use crate::token::{self, SecretHash, TokenHash};
-use crate::validate;
-
-/// A requestToken body that passed every input rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmailRequest {
-    pub client_secret: String,
-    /// Canonical form.
-    pub email: String,
-    pub send_attempt: u64,
-    pub next_link: Option<String>,
-}
-
-/// Applies DESIGN §5 to a requestToken body, in the table's order. `id_server` and
-/// `id_access_token` are accepted and ignored (`threepid.id_server_param = "ignore"`).
-pub fn parse_email_request(
-    body: &Map<String, Value>,
-    next_link_allowed_hosts: Option<&[String]>,
-) -> Result<EmailRequest, MatrixError> {
-    let client_secret = validate::required_str(body, "client_secret")?;
-    let email = validate::required_str(body, "email")?;
-    if !body.contains_key("send_attempt") {
-        return Err(MatrixError::missing_param("send_attempt"));
-    }
-    validate::client_secret(client_secret)?;
-    let send_attempt = validate::send_attempt(body)?;
-    let email = validate::email(email)?;
-    let next_link = validate::optional_str(body, "next_link")?
-        .map(|link| validate::next_link(link, next_link_allowed_hosts))
-        .transpose()?;
-    Ok(EmailRequest {
-        client_secret: client_secret.to_owned(),
-        email,
-        send_attempt,
-        next_link,
-    })
-}
+use crate::validate::{self, TokenRequest};
 
 /// The link mailed to the user: the confirmation page, with everything it needs.
-pub fn email_link(public_baseurl: &url::Url, sid: &str, client_secret: &str, token: &str) -> String {
+pub fn email_link(
+    public_baseurl: &url::Url,
+    sid: &str,
+    client_secret: &str,
+    token: &str,
+) -> String {
     let mut link = public_baseurl
         .join(EMAIL_SUBMIT_PATH)
         .expect("a fixed relative path joins onto a base URL");
@@ -62,48 +40,263 @@ pub fn email_link(public_baseurl: &url::Url, sid: &str, client_secret: &str, tok
     link.to_string()
 }
 
-fn endpoint_label(purpose: Purpose) -> &'static str {
-    match purpose {
-        Purpose::Registration => "register_email",
-        Purpose::PasswordReset => "password_email",
-        Purpose::AddThreepid => "3pid_email",
+/// Where SMS codes are submitted: `public_baseurl` + the msisdn submit path.
+pub fn submit_url(public_baseurl: &url::Url) -> String {
+    public_baseurl
+        .join(MSISDN_SUBMIT_PATH)
+        .expect("a fixed relative path joins onto a base URL")
+        .to_string()
+}
+
+/// The body a legacy homeserver's requestToken accepts: only the keys it knows (an extra
+/// key such as `id_access_token` makes Synapse 1.3.1 answer 500), `id_server` set.
+pub fn legacy_body(
+    medium: Medium,
+    body: &Map<String, Value>,
+    id_server: &str,
+) -> Map<String, Value> {
+    let keys: &[&str] = match medium {
+        Medium::Email => &["client_secret", "email", "send_attempt", "next_link"],
+        Medium::Msisdn => &[
+            "client_secret",
+            "country",
+            "phone_number",
+            "send_attempt",
+            "next_link",
+        ],
+    };
+    let mut out: Map<String, Value> = keys
+        .iter()
+        .filter_map(|k| {
+            body.get(*k)
+                .filter(|v| !v.is_null())
+                .map(|v| ((*k).to_owned(), v.clone()))
+        })
+        .collect();
+    out.insert("id_server".into(), Value::String(id_server.to_owned()));
+    out
+}
+
+fn endpoint_label(medium: Medium, purpose: Purpose) -> &'static str {
+    match (medium, purpose) {
+        (Medium::Email, Purpose::Registration) => "register_email",
+        (Medium::Email, Purpose::PasswordReset) => "password_email",
+        (Medium::Email, Purpose::AddThreepid) => "3pid_email",
+        (Medium::Msisdn, Purpose::Registration) => "register_msisdn",
+        (Medium::Msisdn, Purpose::PasswordReset) => "password_msisdn",
+        (Medium::Msisdn, Purpose::AddThreepid) => "3pid_msisdn",
     }
 }
 
-/// POST …/{register,account/password,account/3pid}/email/requestToken
-pub async fn email(state: &AppState, purpose: Purpose, request: Request<Body>) -> Response<Body> {
-    let endpoint = endpoint_label(purpose);
-    match email_inner(state, purpose, request).await {
+/// POST …/{register,account/password,account/3pid}/{email,msisdn}/requestToken
+pub async fn handle(
+    state: &AppState,
+    conn: &ConnInfo,
+    medium: Medium,
+    purpose: Purpose,
+    request: Request<Body>,
+) -> Response<Body> {
+    let endpoint = endpoint_label(medium, purpose);
+    match serve(state, conn, medium, purpose, request).await {
         Ok((response, outcome)) => {
             state.metrics.request_token(endpoint, outcome);
             response
         }
         Err(e) => {
             state.metrics.request_token(endpoint, e.errcode);
-            tracing::info!(errcode = e.errcode, status = e.status.as_u16(), "requestToken refused");
+            tracing::info!(
+                errcode = e.errcode,
+                status = e.status.as_u16(),
+                "requestToken refused"
+            );
             e.into_response()
         }
     }
 }
 
-async fn email_inner(
+async fn serve(
     state: &AppState,
+    conn: &ConnInfo,
+    medium: Medium,
     purpose: Purpose,
     request: Request<Body>,
 ) -> Result<(Response<Body>, &'static str), MatrixError> {
-    let bytes = matrix::read_body(request.into_body(), state.config.server.max_body_bytes).await?;
+    let threepid = &state.config.threepid;
+    let limits = &state.config.rate_limit;
+    // Before any other work, so that a flood costs almost nothing.
+    let ip = proxy::client_ip(
+        request.headers(),
+        conn.peer.ip(),
+        &state.config.server.trusted_proxies,
+    );
+    check_rate_limit(
+        state,
+        &LimitKey::RequestTokenIp { medium, ip },
+        limits.request_token_per_ip,
+    )
+    .await?;
+    let (parts, body) = request.into_parts();
+    let bytes = matrix::read_body(body, state.config.server.max_body_bytes).await?;
     let body = matrix::parse_object(&bytes)?;
-    let req = parse_email_request(&body, state.config.threepid.next_link_allowed_hosts.as_deref())?;
+    let client_id_server = body
+        .get("id_server")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    if client_id_server.is_some() && threepid.id_server_param == IdServerParam::Reject {
+        return Err(MatrixError::bad_request(
+            "M_SERVER_NOT_TRUSTED",
+            "This homeserver verifies addresses itself: leave id_server out of the request.",
+        ));
+    }
+    let req = validate::token_request(medium, &body, threepid.next_link_allowed_hosts.as_deref())?;
+    if !threepid.address_allowed(medium.as_str(), &req.address) {
+        return Err(MatrixError::new(
+            StatusCode::FORBIDDEN,
+            "M_THREEPID_DENIED",
+            "Third-party identifier is not allowed on this server.",
+        ));
+    }
+    check_rate_limit(
+        state,
+        &LimitKey::request_token_address(medium, &req.address),
+        limits.request_token_per_address,
+    )
+    .await?;
+    match client_id_server {
+        Some(id_server) if threepid.id_server_param == IdServerParam::Forward => {
+            // The legacy path: the client's identity server does everything.
+            let response = forward(state, conn, parts, legacy_body(medium, &body, id_server)).await;
+            return Ok((response, "forwarded"));
+        }
+        _ => {}
+    }
+    if threepid.mode == Mode::ViaUpstream {
+        return via_upstream(state, conn, parts, &body, &req, purpose).await;
+    }
+    let (sid, outcome) = issue(state, &req, purpose).await?;
+    Ok((answer(state, &req, &sid), outcome))
+}
 
-    let token = token::new_email_token();
+/// The client's answer: `{"sid"}`, and for msisdn what Sydent and Synapse add.
+fn answer(state: &AppState, req: &TokenRequest, sid: &str) -> Response<Body> {
+    let body = match req.medium {
+        Medium::Email => json!({ "sid": sid }),
+        Medium::Msisdn => json!({
+            "sid": sid,
+            "submit_url": submit_url(&state.config.server.public_baseurl),
+            "msisdn": req.address,
+            "intl_fmt": req.intl_fmt,
+            "success": true,
+        }),
+    };
+    json_response(StatusCode::OK, &body)
+}
+
+/// Via-upstream mode: note the purpose, let the homeserver check the request, and pass
+/// its answer on (its own `M_THREEPID_IN_USE` and the like reach the client unchanged).
+async fn via_upstream(
+    state: &AppState,
+    conn: &ConnInfo,
+    parts: hyper::http::request::Parts,
+    body: &Map<String, Value>,
+    req: &TokenRequest,
+    purpose: Purpose,
+) -> Result<(Response<Body>, &'static str), MatrixError> {
+    let now_ms = state.now_ms();
+    state
+        .store
+        .note_purpose(
+            req.medium,
+            &req.address,
+            &SecretHash::of(&req.client_secret),
+            purpose,
+            now_ms,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "requestToken: store failed");
+            MatrixError::store_unavailable()
+        })?;
+    let legacy = legacy_body(req.medium, body, &state.config.identity.server_name);
+    let response = forward(state, conn, parts, legacy).await;
+    if req.medium == Medium::Msisdn && response.status() == StatusCode::OK {
+        // A legacy homeserver passes on what the identity listener said, without the
+        // submit_url today's clients need.
+        return Ok((add_submit_url(state, response).await, "via_upstream"));
+    }
+    Ok((response, "via_upstream"))
+}
+
+async fn add_submit_url(state: &AppState, response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = matrix::read_body(body, 1 << 20).await else {
+        return proxy::UpstreamError::Protocol("unreadable answer".into())
+            .into_matrix()
+            .into_response();
+    };
+    let bytes = match matrix::parse_object(&bytes) {
+        Ok(mut object) => {
+            object
+                .entry("submit_url")
+                .or_insert_with(|| Value::String(submit_url(&state.config.server.public_baseurl)));
+            serde_json::to_vec(&object)
+                .expect("a JSON map always serialises")
+                .into()
+        }
+        Err(_) => bytes,
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Response::from_parts(parts, full(bytes))
+}
+
+/// Forwards the request to the homeserver with `body` instead of the client's.
+async fn forward(
+    state: &AppState,
+    conn: &ConnInfo,
+    mut parts: hyper::http::request::Parts,
+    body: Map<String, Value>,
+) -> Response<Body> {
+    let bytes = serde_json::to_vec(&body).expect("a JSON map always serialises");
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    proxy::forward(
+        &state.upstream,
+        &state.metrics,
+        &state.config.server.trusted_proxies,
+        conn,
+        Request::from_parts(parts, full(bytes)),
+    )
+    .await
+}
+
+/// Starts or continues the session for a validated request and sends a new token when the
+/// `send_attempt` rule says so. A failed send takes the session change back: nothing is
+/// left half-made. Returns the sid and what happened ("sent" or "repeat").
+pub async fn issue(
+    state: &AppState,
+    req: &TokenRequest,
+    purpose: Purpose,
+) -> Result<(String, &'static str), MatrixError> {
+    let token = match req.medium {
+        Medium::Email => token::new_email_token(),
+        Medium::Msisdn => token::new_sms_token(),
+    };
     let token_hash = TokenHash::of_secret(&token);
     let now_ms = state.now_ms();
-    let lifetime_ms = u64::try_from(state.config.threepid.token_lifetime.as_millis()).unwrap_or(u64::MAX);
+    let lifetime_ms =
+        u64::try_from(state.config.threepid.token_lifetime.as_millis()).unwrap_or(u64::MAX);
     let decision = state
         .store
         .begin_send(SendRequest {
-            medium: Medium::Email,
-            address: req.email.clone(),
+            medium: req.medium,
+            address: req.address.clone(),
             client_secret: SecretHash::of(&req.client_secret),
             purpose,
             next_link: req.next_link.clone(),
@@ -117,13 +310,38 @@ async fn email_inner(
             tracing::warn!(error = %e, "requestToken: store failed");
             MatrixError::store_unavailable()
         })?;
-    let masked = validate::mask_address(&req.email);
-    let (sid, outcome) = match &decision {
+    let masked = validate::mask_address(&req.address);
+    match &decision {
         SendDecision::AlreadySent { sid } => {
             tracing::info!(to = %masked, "requestToken: send_attempt already seen; nothing sent");
-            (sid.clone(), "repeat")
+            Ok((sid.clone(), "repeat"))
         }
         SendDecision::Send { sid, .. } => {
+            if let Err(e) = deliver(state, req, purpose, sid, &token).await {
+                tracing::warn!(to = %masked, error = %e, "requestToken: could not send");
+                if let Err(undo) = state.store.undo_send(&decision, &token_hash).await {
+                    tracing::error!(error = %undo, "requestToken: could not take back the session");
+                }
+                return Err(MatrixError::internal(match req.medium {
+                    Medium::Email => "The verification email could not be sent; try again later.",
+                    Medium::Msisdn => "The verification SMS could not be sent; try again later.",
+                }));
+            }
+            tracing::info!(to = %masked, medium = %req.medium, "requestToken: token sent");
+            Ok((sid.clone(), "sent"))
+        }
+    }
+}
+
+async fn deliver(
+    state: &AppState,
+    req: &TokenRequest,
+    purpose: Purpose,
+    sid: &str,
+    token: &SecretString,
+) -> Result<(), DeliveryError> {
+    match req.medium {
+        Medium::Email => {
             let link = email_link(
                 &state.config.server.public_baseurl,
                 sid,
@@ -131,63 +349,26 @@ async fn email_inner(
                 token.expose_secret(),
             );
             let mail = MailRequest {
-                to: &req.email,
+                to: &req.address,
                 purpose,
                 link: &link,
                 token: token.expose_secret(),
             };
-            if let Err(e) = state.mailer.send(mail).await {
-                tracing::warn!(to = %masked, error = %e, "requestToken: could not send mail");
-                if let Err(undo) = state.store.undo_send(&decision, &token_hash).await {
-                    tracing::error!(error = %undo, "requestToken: could not take back the session");
-                }
-                return Err(MatrixError::internal(
-                    "The verification email could not be sent; try again later.",
-                ));
-            }
-            tracing::info!(to = %masked, "requestToken: verification email sent");
-            (sid.clone(), "sent")
+            state.mailer.send(mail).await
         }
-    };
-    Ok((
-        json_response(StatusCode::OK, &serde_json::json!({ "sid": sid })),
-        outcome,
-    ))
+        Medium::Msisdn => {
+            let sms = SmsRequest {
+                msisdn: &req.address,
+                token: token.expose_secret(),
+            };
+            state.sms.send(sms).await
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn parse(v: Value) -> Result<EmailRequest, MatrixError> {
-        parse_email_request(v.as_object().unwrap(), None)
-    }
-
-    #[test]
-    fn a_good_body_is_canonicalised_and_id_server_is_ignored() {
-        let req = parse(json!({
-            "client_secret": "cs1", "email": "Alice@Example.org", "send_attempt": 1,
-            "id_server": "vector.im", "id_access_token": "x", "next_link": "https://app.example.org/"
-        }))
-        .unwrap();
-        assert_eq!(req.email, "alice@example.org");
-        assert_eq!(req.send_attempt, 1);
-        assert_eq!(req.next_link.as_deref(), Some("https://app.example.org/"));
-    }
-
-    #[test]
-    fn each_missing_parameter_is_named() {
-        for (body, missing) in [
-            (json!({"email": "a@b.c", "send_attempt": 1}), "client_secret"),
-            (json!({"client_secret": "c", "send_attempt": 1}), "email"),
-            (json!({"client_secret": "c", "email": "a@b.c"}), "send_attempt"),
-        ] {
-            let err = parse(body).unwrap_err();
-            assert_eq!(err.errcode, "M_MISSING_PARAM");
-            assert!(err.error.contains(missing), "{}", err.error);
-        }
-    }
 
     #[test]
     fn the_link_carries_sid_secret_and_token() {
@@ -196,6 +377,36 @@ mod tests {
         assert_eq!(
             link,
             "https://matrix.example.org/_matrix/client/unstable/threepid/email/submit_token?token=TOK&client_secret=c.s%3D1&sid=S1"
+        );
+    }
+
+    #[test]
+    fn the_legacy_body_keeps_only_what_a_legacy_homeserver_knows() {
+        let body = json!({
+            "client_secret": "cs", "email": "a@example.org", "send_attempt": 1,
+            "next_link": "https://x.example/", "id_server": "vector.im", "id_access_token": "t",
+            "something_new": true
+        });
+        let out = legacy_body(Medium::Email, body.as_object().unwrap(), "sidecar:8090");
+        assert_eq!(
+            Value::Object(out),
+            json!({"client_secret": "cs", "email": "a@example.org", "send_attempt": 1,
+                   "next_link": "https://x.example/", "id_server": "sidecar:8090"})
+        );
+        let body = json!({"client_secret": "cs", "country": "GB", "phone_number": "07700900123", "send_attempt": 1, "next_link": null});
+        let out = legacy_body(Medium::Msisdn, body.as_object().unwrap(), "sidecar:8090");
+        assert_eq!(
+            Value::Object(out),
+            json!({"client_secret": "cs", "country": "GB", "phone_number": "07700900123", "send_attempt": 1, "id_server": "sidecar:8090"})
+        );
+    }
+
+    #[test]
+    fn the_submit_url_follows_public_baseurl() {
+        let base = url::Url::parse("https://m.example.org/prefix/").unwrap();
+        assert_eq!(
+            submit_url(&base),
+            "https://m.example.org/prefix/_matrix/client/unstable/threepid/msisdn/submit_token"
         );
     }
 }

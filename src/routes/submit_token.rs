@@ -5,8 +5,12 @@
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use std::net::IpAddr;
+
 use crate::AppState;
 use crate::matrix::{self, Body, MatrixError, Params, full, json_response};
+use crate::ratelimit::LimitKey;
+use crate::routes::check_rate_limit;
 use crate::session::SubmitOutcome;
 use crate::templates::Page;
 use crate::token::SecretHash;
@@ -23,8 +27,18 @@ struct Validated {
     next_link: Option<String>,
 }
 
-/// Checks `(sid, client_secret, token)` against the store.
-async fn submit(state: &AppState, params: &Params) -> Result<Validated, MatrixError> {
+/// Checks `(sid, client_secret, token)` against the store, after the per-IP limit.
+async fn submit(
+    state: &AppState,
+    client_ip: IpAddr,
+    params: &Params,
+) -> Result<Validated, MatrixError> {
+    check_rate_limit(
+        state,
+        &LimitKey::SubmitIp { ip: client_ip },
+        state.config.rate_limit.submit_per_ip,
+    )
+    .await?;
     let sid = params.required("sid")?;
     let client_secret = params.required("client_secret")?;
     let token = params.required("token")?;
@@ -67,7 +81,10 @@ async fn submit(state: &AppState, params: &Params) -> Result<Validated, MatrixEr
 }
 
 fn token_incorrect() -> MatrixError {
-    MatrixError::bad_request("M_TOKEN_INCORRECT", "The token is incorrect or has expired.")
+    MatrixError::bad_request(
+        "M_TOKEN_INCORRECT",
+        "The token is incorrect or has expired.",
+    )
 }
 
 fn success_json() -> Response<Body> {
@@ -101,8 +118,7 @@ pub async fn email_link_page(state: &AppState, request: Request<Body>) -> Respon
             );
         }
     };
-    let Some(session) =
-        session.filter(|s| s.client_secret.ct_eq(&SecretHash::of(client_secret)))
+    let Some(session) = session.filter(|s| s.client_secret.ct_eq(&SecretHash::of(client_secret)))
     else {
         return failure_page(
             state,
@@ -125,11 +141,15 @@ pub async fn email_link_page(state: &AppState, request: Request<Body>) -> Respon
 ///
 /// A form (the confirmation page's button) gets a redirect to `next_link` or an HTML
 /// page; a JSON body gets JSON.
-pub async fn email_submit(state: &AppState, request: Request<Body>) -> Response<Body> {
+pub async fn email_submit(
+    state: &AppState,
+    client_ip: IpAddr,
+    request: Request<Body>,
+) -> Response<Body> {
     let form = matrix::is_form(request.headers());
     let params = Params::from_request(request, state.config.server.max_body_bytes).await;
     let result = match params {
-        Ok(params) => submit(state, &params).await,
+        Ok(params) => submit(state, client_ip, &params).await,
         Err(e) => Err(e),
     };
     match (form, result) {
@@ -141,9 +161,13 @@ pub async fn email_submit(state: &AppState, request: Request<Body>) -> Response<
 }
 
 /// POST /_matrix/client/unstable/threepid/msisdn/submit_token (the `submit_url`)
-pub async fn json_submit(state: &AppState, request: Request<Body>) -> Response<Body> {
+pub async fn json_submit(
+    state: &AppState,
+    client_ip: IpAddr,
+    request: Request<Body>,
+) -> Response<Body> {
     let result = match Params::from_request(request, state.config.server.max_body_bytes).await {
-        Ok(params) => submit(state, &params).await,
+        Ok(params) => submit(state, client_ip, &params).await,
         Err(e) => Err(e),
     };
     match result {
@@ -156,10 +180,14 @@ pub async fn json_submit(state: &AppState, request: Request<Body>) -> Response<B
 ///
 /// The identity-API form: GET is a link a person opens (HTML, or a redirect to
 /// `next_link`); POST answers JSON.
-pub async fn identity_submit(state: &AppState, request: Request<Body>) -> Response<Body> {
+pub async fn identity_submit(
+    state: &AppState,
+    client_ip: IpAddr,
+    request: Request<Body>,
+) -> Response<Body> {
     if request.method() == Method::GET {
         let result = match Params::from_request(request, 0).await {
-            Ok(params) => submit(state, &params).await,
+            Ok(params) => submit(state, client_ip, &params).await,
             Err(e) => Err(e),
         };
         return match result {
@@ -167,7 +195,7 @@ pub async fn identity_submit(state: &AppState, request: Request<Body>) -> Respon
             Err(e) => failure_page(state, e.status, &e.error),
         };
     }
-    json_submit(state, request).await
+    json_submit(state, client_ip, request).await
 }
 
 fn browser_success(state: &AppState, validated: Validated) -> Response<Body> {
@@ -229,7 +257,10 @@ fn html(state: &AppState, status: StatusCode, page: Page<'_>) -> Response<Body> 
                     "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
                 ),
             );
-            headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
             response
         }
         Err(e) => {

@@ -36,7 +36,11 @@ pub fn inject_flag(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// GET /_matrix/client/versions
-pub async fn handle(state: &AppState, conn: &ConnInfo, mut request: Request<Body>) -> Response<Body> {
+pub async fn handle(
+    state: &AppState,
+    conn: &ConnInfo,
+    mut request: Request<Body>,
+) -> Response<Body> {
     // Ask for a plain answer so that it can be rewritten.
     request.headers_mut().remove(header::ACCEPT_ENCODING);
     let request = proxy::prepare_request(
@@ -75,9 +79,10 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut request: Request<Body
     };
     let body = match inject_flag(&bytes) {
         Some(rewritten) => {
-            parts
-                .headers
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             Bytes::from(rewritten)
         }
         None => bytes,
@@ -98,10 +103,9 @@ mod tests {
 
     #[test]
     fn the_flag_is_added_to_existing_unstable_features() {
-        let out = rewrite(
-            r#"{"versions":["r0.5.0"],"unstable_features":{"m.lazy_load_members":true}}"#,
-        )
-        .unwrap();
+        let out =
+            rewrite(r#"{"versions":["r0.5.0"],"unstable_features":{"m.lazy_load_members":true}}"#)
+                .unwrap();
         assert_eq!(
             out,
             r#"{"versions":["r0.5.0"],"unstable_features":{"m.lazy_load_members":true,"m.require_identity_server":false}}"#
@@ -120,13 +124,19 @@ mod tests {
     #[test]
     fn a_true_flag_is_turned_false() {
         let out = rewrite(r#"{"unstable_features":{"m.require_identity_server":true}}"#).unwrap();
-        assert_eq!(out, r#"{"unstable_features":{"m.require_identity_server":false}}"#);
+        assert_eq!(
+            out,
+            r#"{"unstable_features":{"m.require_identity_server":false}}"#
+        );
     }
 
     #[test]
     fn unknown_fields_and_their_order_survive() {
         let out = rewrite(r#"{"z":1,"a":{"deep":[1,2,{"x":null}]},"versions":[]}"#).unwrap();
-        assert!(out.starts_with(r#"{"z":1,"a":{"deep":[1,2,{"x":null}]},"versions":[],"#), "{out}");
+        assert!(
+            out.starts_with(r#"{"z":1,"a":{"deep":[1,2,{"x":null}]},"versions":[],"#),
+            "{out}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Verification sessions (DESIGN §4): what a requestToken starts and a submit completes.
+//! Verification sessions (DESIGN §4): what a requestToken starts and a submit completes,
+//! and the rate-limit state that must be shared the same way (DESIGN §5).
 //! One [`SessionStore`] trait, two backends: [`memory`] for a single process and [`redis`]
 //! for production, with the same semantics and one shared test suite.
 
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::RateLimit;
+use crate::ratelimit::{LimitKey, RateDecision};
 use crate::token::{SecretHash, TokenHash};
 
 /// The kind of third-party identifier.
@@ -79,6 +82,10 @@ pub struct StoreSettings {
     /// Wrong tokens a session survives.
     pub max_submit_attempts: u32,
 }
+
+/// How long a via-upstream purpose note lives: the homeserver calls back while the
+/// client's request is still in flight, so minutes are plenty.
+pub const PURPOSE_NOTE_TTL: Duration = Duration::from_secs(600);
 
 /// A requestToken that passed validation: start a session or continue the one that
 /// `(medium, address, client_secret)` already has.
@@ -169,7 +176,11 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// A live session by sid.
-    fn get<'a>(&'a self, sid: &'a str, now_ms: u64) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+    fn get<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
 
     /// Checks a submitted token in constant time and validates the session on a match.
     /// A wrong token is counted before it is compared, so parallel guesses cannot exceed
@@ -181,6 +192,40 @@ pub trait SessionStore: Send + Sync + 'static {
         token: &'a str,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<SubmitOutcome, StoreError>>;
+
+    /// Counts one request against `limit` under `key` (GCRA, [`crate::ratelimit::gcra`]) and
+    /// says whether it may go on. Lives in the store so that every replica sharing it shares
+    /// the limit; the check and the update are one atomic step, so parallel requests cannot
+    /// slip through together. A limited request is not counted. `now_ms` (unix ms) comes from
+    /// the caller so that replicas agree and tests control time. The state of a key is gone
+    /// once the key is back to a full burst, so idle keys cost nothing.
+    fn rate_limit<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RateDecision, StoreError>>;
+
+    /// Via-upstream mode: remembers why `(medium, address, client_secret)` asked for a
+    /// token, for [`PURPOSE_NOTE_TTL`], so that the homeserver's identity-server callback
+    /// sends the right message.
+    fn note_purpose<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        purpose: Purpose,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// What [`SessionStore::note_purpose`] noted, if it is still there.
+    fn purpose_for<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>>;
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -36,6 +36,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("confirm.html", include_str!("confirm.html")),
     ("success.html", include_str!("success.html")),
     ("failure.html", include_str!("failure.html")),
+    ("sms.txt", include_str!("sms.txt")),
 ];
 
 const PURPOSES: [Purpose; 3] = [
@@ -216,6 +217,12 @@ impl Templates {
 
     /// Renders everything once with sample values: finds unknown variables, filters and
     /// broken `extends` in overrides before the first user does.
+    /// The text of a verification SMS (one line; variables `app_name`, `token`).
+    pub fn sms(&self, app_name: &str, token: &str) -> Result<String, TemplateError> {
+        let text = self.render("sms.txt", &context! { app_name, token })?;
+        Ok(one_line(&text))
+    }
+
     fn trial_render(&self) -> Result<(), TemplateError> {
         let vars = MailVars {
             app_name: "App",
@@ -235,6 +242,7 @@ impl Templates {
             })?;
         }
         self.page(Page::Success { app_name: "App" })?;
+        self.sms("App", "123456")?;
         self.page(Page::Failure {
             app_name: "App",
             reason: "reason",

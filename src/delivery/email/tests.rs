@@ -6,6 +6,11 @@ use super::*;
 use crate::config::Config;
 use crate::session::Purpose;
 
+/// Held by every test that sends. tracing caches each callsite's interest globally: a
+/// log callsite first hit on another thread while the log test installs its subscriber
+/// can be cached as "not interested", and the line the test looks for is never written.
+static SENDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn email_config(extra: &str) -> Email {
     Config::from_toml(&format!(
         "[email]\nfrom = \"Example Chat <noreply@chat.example.org>\"\napp_name = \"Example Chat\"\n{extra}"
@@ -38,6 +43,7 @@ fn mask_email_keeps_the_first_letter_and_the_domain() {
 
 #[tokio::test]
 async fn a_message_is_multipart_alternative_with_headers_and_both_parts() {
+    let _serial = SENDING.lock().await;
     let stub = AsyncStubTransport::new_ok();
     let sender =
         EmailSender::with_stub(&email_config(""), "example.org", templates(), stub.clone())
@@ -85,6 +91,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn logs_show_the_masked_address_never_the_address_link_or_token() {
+    let _serial = SENDING.lock().await;
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -93,9 +100,6 @@ async fn logs_show_the_masked_address_never_the_address_link_or_token() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests on other threads may have cached "no interest" for these callsites
-    // while only the no-op global subscriber existed.
-    tracing::callsite::rebuild_interest_cache();
     for stub in [
         AsyncStubTransport::new_ok(),
         AsyncStubTransport::new_error(),
@@ -117,6 +121,7 @@ async fn logs_show_the_masked_address_never_the_address_link_or_token() {
 
 #[tokio::test]
 async fn a_stub_failure_is_reported_not_panicked() {
+    let _serial = SENDING.lock().await;
     let stub = AsyncStubTransport::new_error();
     let sender =
         EmailSender::with_stub(&email_config(""), "example.org", templates(), stub).unwrap();
@@ -129,6 +134,7 @@ async fn a_stub_failure_is_reported_not_panicked() {
 
 #[tokio::test]
 async fn an_invalid_recipient_is_a_build_error_that_does_not_show_it() {
+    let _serial = SENDING.lock().await;
     let sender = EmailSender::with_stub(
         &email_config(""),
         "example.org",

@@ -5,6 +5,10 @@
 //! judged by the `now_ms` each call passes in. Expired sessions are dropped when touched and by
 //! a sweep every [`SWEEP_EVERY`] new sessions, so memory stays bounded by the sessions started
 //! within one lifetime. The lock is never held across an `.await` (no method awaits at all).
+//!
+//! Rate limits live in [`rate_limits`], a table of their own.
+
+mod rate_limits;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -13,10 +17,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    Medium, SendDecision, SendRequest, Session, SessionStore, StoreError, StoreSettings,
-    SubmitOutcome,
+    Medium, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session, SessionStore,
+    StoreError, StoreSettings, SubmitOutcome,
 };
+use crate::config::RateLimit;
+use crate::ratelimit::{LimitKey, RateDecision};
 use crate::token::{self, SecretHash, TokenHash};
+use rate_limits::RateTable;
 
 /// New sessions between two sweeps of expired ones.
 const SWEEP_EVERY: u32 = 1024;
@@ -30,6 +37,9 @@ type LookupKey = (Medium, String, SecretHash);
 pub struct MemoryStore {
     settings: StoreSettings,
     inner: Mutex<Inner>,
+    rate_limits: RateTable,
+    /// Via-upstream purpose notes with their expiry (unix ms).
+    purposes: Mutex<HashMap<LookupKey, (Purpose, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +66,8 @@ impl MemoryStore {
         Self {
             settings,
             inner: Mutex::new(Inner::default()),
+            rate_limits: RateTable::new(),
+            purposes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -289,105 +301,53 @@ impl SessionStore for MemoryStore {
         async move { Ok(outcome) }.boxed()
     }
 
+    fn rate_limit<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RateDecision, StoreError>> {
+        let decision = self.rate_limits.check(key, limit, now_ms);
+        async move { Ok(decision) }.boxed()
+    }
+
+    fn note_purpose<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        purpose: Purpose,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let ttl = u64::try_from(PURPOSE_NOTE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let mut notes = self.purposes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.retain(|_, (_, expires)| *expires > now_ms);
+        notes.insert(
+            (medium, address.to_owned(), *client_secret),
+            (purpose, now_ms.saturating_add(ttl)),
+        );
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn purpose_for<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
+        let notes = self.purposes.lock().unwrap_or_else(|e| e.into_inner());
+        let found = notes
+            .get(&(medium, address.to_owned(), *client_secret))
+            .filter(|(_, expires)| *expires > now_ms)
+            .map(|(purpose, _)| *purpose);
+        futures_util::future::ready(Ok(found)).boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async { Ok(()) }.boxed()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::session::Purpose;
-
-    const HOUR: u64 = 3_600_000;
-
-    fn store() -> MemoryStore {
-        MemoryStore::new(StoreSettings {
-            key_prefix: String::new(),
-            session_lifetime: Duration::from_millis(HOUR),
-            max_submit_attempts: 3,
-        })
-    }
-
-    fn request(address: &str, attempt: u64, token: &str, now_ms: u64) -> SendRequest {
-        SendRequest {
-            medium: Medium::Email,
-            address: address.into(),
-            client_secret: SecretHash::of("secret"),
-            purpose: Purpose::Registration,
-            next_link: None,
-            send_attempt: attempt,
-            token: TokenHash::of(token),
-            token_expires_ms: now_ms + HOUR,
-            now_ms,
-        }
-    }
-
-    fn sid_of(decision: &SendDecision) -> String {
-        match decision {
-            SendDecision::Send { sid, .. } | SendDecision::AlreadySent { sid } => sid.clone(),
-        }
-    }
-
-    #[test]
-    fn a_session_expires_one_lifetime_after_its_last_change() {
-        let store = store();
-        let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
-        assert!(store.get_now(&sid, HOUR - 1).is_some());
-        assert!(store.get_now(&sid, HOUR).is_none());
-        assert!(
-            store.lock().sessions.is_empty(),
-            "expired entry removed lazily"
-        );
-        assert!(store.lock().lookup.is_empty());
-    }
-
-    #[test]
-    fn a_new_send_and_a_validation_each_refresh_the_lifetime() {
-        let store = store();
-        let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
-        store.begin_send_now(request("a@example.org", 2, "t2", HOUR / 2));
-        assert!(store.get_now(&sid, HOUR + 1).is_some(), "refreshed by send");
-        let secret = SecretHash::of("secret");
-        let outcome = store.submit_now(&sid, &secret, "t2", HOUR + 1);
-        assert!(matches!(outcome, SubmitOutcome::Validated(_)));
-        assert!(
-            store.get_now(&sid, 2 * HOUR).is_some(),
-            "refreshed by validation"
-        );
-        assert!(store.get_now(&sid, 2 * HOUR + 1).is_none());
-    }
-
-    #[test]
-    fn an_already_sent_request_does_not_refresh_the_lifetime() {
-        let store = store();
-        let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
-        store.begin_send_now(request("a@example.org", 1, "t1", HOUR / 2));
-        assert!(store.get_now(&sid, HOUR).is_none());
-    }
-
-    #[test]
-    fn after_expiry_the_same_request_starts_a_new_session() {
-        let store = store();
-        let first = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
-        let decision = store.begin_send_now(request("a@example.org", 1, "t1", HOUR));
-        assert!(matches!(decision, SendDecision::Send { created: true, .. }));
-        assert_ne!(sid_of(&decision), first);
-    }
-
-    #[test]
-    fn the_sweep_bounds_memory_to_live_sessions() {
-        let store = store();
-        for i in 0..SWEEP_EVERY - 1 {
-            store.begin_send_now(request(&format!("u{i}@example.org"), 1, "t", 0));
-        }
-        assert_eq!(store.lock().sessions.len(), (SWEEP_EVERY - 1) as usize);
-        // The next creation, one lifetime later, sweeps everything created before.
-        store.begin_send_now(request("late@example.org", 1, "t", HOUR));
-        let inner = store.lock();
-        assert_eq!(inner.sessions.len(), 1);
-        assert_eq!(inner.lookup.len(), 1);
-    }
-}
+mod tests;

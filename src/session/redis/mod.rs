@@ -1,0 +1,301 @@
+//! The Redis backend: sessions and rate limits shared by every replica (DESIGN §4, §5).
+//!
+//! Owns the key layout and the Lua scripts (the `.lua` files next to this one) that make each
+//! change atomic. Every script touches exactly one key, so each runs in one hash slot and the
+//! layout works on Redis Cluster:
+//!
+//! - `{prefix}lookup:{<hex sha256 of medium\0address\0secret-hash-hex>}` → sid (PX = lifetime);
+//! - `{prefix}session:{<sid>}` → hash of `medium`, `address`, `secret`, `purpose`, `next_link`,
+//!   `attempt`, `attempt_token`, `failed`, `validated_at` and one `t:<token hash hex>` = expiry
+//!   (unix ms) per live token, with PEXPIRE = lifetime, refreshed on every change;
+//! - `{prefix}rl:{<limit key>}` → the limit's TAT (unix ms), with PX = the time until it is
+//!   reached (see [`LimitKey`] for the key string, which never holds an address).
+//!
+//! [`connection`] owns the connection, its timeouts and its retry; [`sessions`] and
+//! [`rate_limit`] the operations.
+
+mod connection;
+mod rate_limit;
+mod sessions;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redis::Script;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Medium, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session, SessionStore,
+    StoreError, StoreSettings, SubmitOutcome,
+};
+use crate::config::RateLimit;
+use crate::ratelimit::{LimitKey, RateDecision};
+use crate::token::{SecretHash, TokenHash};
+use connection::{Connection, bound_all};
+
+/// The scripts, each loaded once (by SHA) per connection and re-sent when Redis forgot it.
+struct Scripts {
+    /// Step 1 of `begin_send`: the sid for a (medium, address, secret).
+    lookup: Script,
+    /// Step 2 of `begin_send`: create or continue the session.
+    begin: Script,
+    /// `undo_send` on the session.
+    undo: Script,
+    /// `undo_send` on the lookup entry of a deleted session.
+    unlook: Script,
+    /// `submit`: reserve an attempt, fetch the tokens.
+    reserve: Script,
+    /// `submit`: a token matched.
+    validate: Script,
+    /// `rate_limit`: GCRA on one key.
+    rate_limit: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            lookup: Script::new(include_str!("lookup.lua")),
+            begin: Script::new(include_str!("begin.lua")),
+            undo: Script::new(include_str!("undo.lua")),
+            unlook: Script::new(include_str!("unlook.lua")),
+            reserve: Script::new(include_str!("reserve.lua")),
+            validate: Script::new(include_str!("validate.lua")),
+            rate_limit: Script::new(include_str!("rate_limit.lua")),
+        }
+    }
+}
+
+/// Sessions in Redis, shared by every replica. Cheap to share behind an `Arc`.
+pub struct RedisStore {
+    connection: Connection,
+    settings: StoreSettings,
+    command_timeout: Duration,
+    scripts: Scripts,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.settings)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Prepares the connection without opening it, so the sidecar starts (and answers "not
+    /// ready") while Redis is down; the first call connects. Fails only on a malformed `url`.
+    /// Must be called inside a Tokio runtime.
+    pub fn new(
+        url: &str,
+        settings: StoreSettings,
+        command_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            connection: Connection::new(url, command_timeout)?,
+            settings,
+            command_timeout,
+            scripts: Scripts::new(),
+        })
+    }
+
+    fn session_key(&self, sid: &str) -> String {
+        format!("{}session:{{{sid}}}", self.settings.key_prefix)
+    }
+
+    fn lookup_key(&self, medium: &str, address: &str, secret_hex: &str) -> String {
+        let digest = Sha256::new()
+            .chain_update(medium)
+            .chain_update([0])
+            .chain_update(address)
+            .chain_update([0])
+            .chain_update(secret_hex)
+            .finalize();
+        let hex = TokenHash(digest.into()).to_hex();
+        format!("{}lookup:{{{hex}}}", self.settings.key_prefix)
+    }
+
+    /// `{prefix}purpose:{<hash of medium, address, client secret>}` (via-upstream notes).
+    fn purpose_key(&self, medium: Medium, address: &str, client_secret: &SecretHash) -> String {
+        let lookup = self.lookup_key(medium.as_str(), address, &client_secret.to_hex());
+        lookup.replacen("lookup:", "purpose:", 1)
+    }
+
+    fn lifetime_ms(&self) -> u64 {
+        u64::try_from(self.settings.session_lifetime.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
+        bound_all(self.command_timeout, self.begin_send_inner(req)).boxed()
+    }
+
+    fn undo_send<'a>(
+        &'a self,
+        decision: &'a SendDecision,
+        token: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        bound_all(self.command_timeout, self.undo_send_inner(decision, token)).boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        sid: &'a str,
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        // Redis expires the key itself, one lifetime after the last change.
+        bound_all(self.command_timeout, self.get_inner(sid)).boxed()
+    }
+
+    fn submit<'a>(
+        &'a self,
+        sid: &'a str,
+        client_secret: &'a SecretHash,
+        token: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<SubmitOutcome, StoreError>> {
+        let op = self.submit_inner(sid, client_secret, token, now_ms);
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn rate_limit<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RateDecision, StoreError>> {
+        let op = self.rate_limit_inner(key, limit, now_ms);
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn note_purpose<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        purpose: Purpose,
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let op = async move {
+            let ttl = u64::try_from(PURPOSE_NOTE_TTL.as_millis()).unwrap_or(u64::MAX);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.purpose_key(medium, address, client_secret))
+                .arg(purpose.as_str())
+                .arg("PX")
+                .arg(ttl);
+            let cmd = &cmd;
+            let (_, _ok): (connection::Conn, String) = self
+                .connection
+                .first_call(move |mut c| async move { cmd.query_async(&mut c).await })
+                .await?;
+            Ok(())
+        };
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn purpose_for<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
+        let op = async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.purpose_key(medium, address, client_secret));
+            let cmd = &cmd;
+            let (_, noted): (connection::Conn, Option<String>) = self
+                .connection
+                .first_call(move |mut c| async move { cmd.query_async(&mut c).await })
+                .await?;
+            noted
+                .map(|p| {
+                    Purpose::parse(&p)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown purpose {p:?}")))
+                })
+                .transpose()
+        };
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let op = async move {
+            let ping = &redis::cmd("PING");
+            let (_, pong): (connection::Conn, String) = self
+                .connection
+                .first_call(move |mut c| async move { ping.query_async(&mut c).await })
+                .await?;
+            match pong.as_str() {
+                "PONG" => Ok(()),
+                other => Err(StoreError::Corrupt(format!("PING answered {other:?}"))),
+            }
+        };
+        bound_all(self.command_timeout, op).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use super::*;
+    use crate::session::Medium;
+
+    fn settings() -> StoreSettings {
+        StoreSettings {
+            key_prefix: "tp:".into(),
+            session_lifetime: Duration::from_secs(60),
+            max_submit_attempts: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_carry_the_prefix_and_a_hash_tag() {
+        let store = RedisStore::new("redis://127.0.0.1:1", settings(), Duration::from_secs(1))
+            .expect("a well-formed url needs no server");
+        assert_eq!(store.session_key("abc"), "tp:session:{abc}");
+        let lookup = store.lookup_key("email", "a@example.org", "00");
+        assert!(lookup.starts_with("tp:lookup:{") && lookup.ends_with('}'));
+        assert_eq!(lookup.len(), "tp:lookup:{}".len() + 64);
+        assert_ne!(lookup, store.lookup_key("email", "a@example.org", "01"));
+        assert_ne!(lookup, store.lookup_key("msisdn", "a@example.org", "00"));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_keys_carry_the_prefix_and_the_whole_limit_key_as_hash_tag() {
+        let store = RedisStore::new("redis://127.0.0.1:1", settings(), Duration::from_secs(1))
+            .expect("a well-formed url needs no server");
+        let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 2, 3, 4, 5));
+        let key = LimitKey::RequestTokenIp {
+            medium: Medium::Email,
+            ip,
+        };
+        assert_eq!(
+            store.rate_key(&key),
+            "tp:rl:{request_token_ip:email:2001:db8:0:1::/64}"
+        );
+        let key = LimitKey::request_token_address(Medium::Email, "a@example.org");
+        let rate_key = store.rate_key(&key);
+        assert!(rate_key.starts_with("tp:rl:{request_token_address:email:"));
+        assert!(rate_key.ends_with('}') && !rate_key.contains("example"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_refused() {
+        let err = RedisStore::new("not a url", settings(), Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    }
+
+    #[test]
+    fn a_session_hash_missing_a_field_is_corrupt() {
+        let fields = HashMap::from([("medium".to_owned(), "email".to_owned())]);
+        assert!(matches!(
+            sessions::session_from("s", &fields),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

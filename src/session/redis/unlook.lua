@@ -1,0 +1,3 @@
+-- Deletes a lookup entry only if it still names this sid. KEYS[1] lookup; ARGV: sid.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
