@@ -11,6 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::compat::PathCompatMode;
+
 /// The embedded default: runs with no Redis and no mail server.
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
@@ -94,6 +96,8 @@ struct RawUpstream {
     response_timeout: String,
     pool_idle_timeout: String,
     pool_max_idle: usize,
+    path_compat: PathCompatMode,
+    versions_refresh: String,
 }
 
 impl Default for RawUpstream {
@@ -104,6 +108,8 @@ impl Default for RawUpstream {
             response_timeout: "60s".into(),
             pool_idle_timeout: "90s".into(),
             pool_max_idle: 256,
+            path_compat: PathCompatMode::Auto,
+            versions_refresh: "5m".into(),
         }
     }
 }
@@ -408,6 +414,10 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// v3→r0 path mapping for r0-only homeservers.
+    pub path_compat: PathCompatMode,
+    /// In `path_compat = "auto"`, how often the upstream's `/versions` is read again.
+    pub versions_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -546,6 +556,8 @@ impl Config {
                 "response_timeout": dur(&self.upstream.response_timeout),
                 "pool_idle_timeout": dur(&self.upstream.pool_idle_timeout),
                 "pool_max_idle": self.upstream.pool_max_idle,
+                "path_compat": self.upstream.path_compat,
+                "versions_refresh": dur(&self.upstream.versions_refresh),
             },
             "identity": {
                 "listen": self.identity.listen.to_string(),
@@ -747,6 +759,8 @@ impl Raw {
             response_timeout: duration("upstream.response_timeout", &u.response_timeout)?,
             pool_idle_timeout: duration("upstream.pool_idle_timeout", &u.pool_idle_timeout)?,
             pool_max_idle: u.pool_max_idle,
+            path_compat: u.path_compat,
+            versions_refresh: duration("upstream.versions_refresh", &u.versions_refresh)?,
         };
 
         let i = self.identity;

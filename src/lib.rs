@@ -8,6 +8,7 @@
 //! drains.
 #![forbid(unsafe_code)]
 
+pub mod compat;
 pub mod config;
 pub mod delivery;
 pub mod matrix;
@@ -71,6 +72,14 @@ impl AppState {
     pub fn next_request_id(&self) -> String {
         let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
         format!("{:08x}{n:08x}", self.request_id_prefix)
+    }
+
+    /// Takes an upstream `/versions` answer into account for the v3→r0 path mapping.
+    pub fn observe_upstream_versions(&self, versions: &serde_json::Map<String, serde_json::Value>) {
+        if let Some(active) = self.upstream.compat.observe_versions(versions) {
+            tracing::info!(active, "v3→r0 path compatibility turned {}", if active { "on" } else { "off" });
+        }
+        self.metrics.set_path_compat(self.upstream.compat.is_active());
     }
 
     /// Now, in unix milliseconds.
@@ -235,6 +244,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ];
     // The admin listener outlives the drain so that probes see readiness turn false.
     let admin = server::spawn_listener(admin, state.clone(), stop_admin_rx, grace);
+    state
+        .metrics
+        .set_path_compat(state.upstream.compat.is_active());
+    if state.upstream.compat.mode() == compat::PathCompatMode::Auto {
+        tokio::spawn(routes::versions::watch_upstream_versions(
+            state.clone(),
+            stop_traffic.subscribe(),
+        ));
+    } else {
+        tracing::info!(mode = ?state.upstream.compat.mode(), active = state.upstream.compat.is_active(), "v3→r0 path compatibility");
+    }
     state.set_ready(true);
     tracing::info!(%client_addr, %identity_addr, %admin_addr, "listening");
     Ok(Running {

@@ -96,6 +96,7 @@ pub struct Metrics {
     request_tokens: Family<EndpointLabels, Counter>,
     submits: Family<EndpointLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
+    path_compat: Gauge,
     ready: Gauge,
 }
 
@@ -153,6 +154,12 @@ impl Metrics {
             "Requests refused with 429, by limit",
             rate_limited.clone(),
         );
+        let path_compat = Gauge::default();
+        registry.register(
+            "path_compat_active",
+            "1 while v3 paths are forwarded as r0 (upstream.path_compat)",
+            path_compat.clone(),
+        );
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -168,6 +175,7 @@ impl Metrics {
             request_tokens,
             submits,
             rate_limited,
+            path_compat,
             ready,
         }
     }
@@ -215,6 +223,10 @@ impl Metrics {
         self.rate_limited
             .get_or_create(&LimitLabels { limit })
             .inc();
+    }
+
+    pub fn set_path_compat(&self, active: bool) {
+        self.path_compat.set(i64::from(active));
     }
 
     pub fn set_ready(&self, ready: bool) {

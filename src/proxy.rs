@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 
+use crate::compat::PathCompat;
 use crate::config;
 use crate::matrix::{Body, MatrixError};
 use crate::metrics::{Metrics, UpstreamErrorKind};
@@ -63,6 +64,8 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
+    /// v3→r0 mapping for r0-only homeservers.
+    pub compat: PathCompat,
 }
 
 impl Upstream {
@@ -100,15 +103,19 @@ impl Upstream {
             scheme,
             authority,
             response_timeout: config.response_timeout,
+            compat: PathCompat::new(config.path_compat),
         })
     }
 
-    /// The upstream URI for a client request's path and query.
+    /// The upstream URI for a client request's path and query (v3 mapped to r0 when the
+    /// path compatibility is on).
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        let original = path_and_query.map_or("/", PathAndQuery::as_str);
+        let mapped = self.compat.rewrite(original);
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(path_and_query.map_or("/", PathAndQuery::as_str))
+            .path_and_query(mapped.as_deref().unwrap_or(original))
             .build()
             .expect("scheme, authority and an already valid path form a URI")
     }

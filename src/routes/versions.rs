@@ -8,6 +8,11 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
 use crate::AppState;
 use crate::matrix::{Body, full};
 use crate::proxy::{self, ConnInfo};
@@ -21,7 +26,11 @@ const MAX_REWRITE_BYTES: usize = 1 << 20;
 /// Sets the flag in a `/versions` JSON body; `None` when the body is not a JSON object
 /// (then it passes unchanged). Key order is kept.
 pub fn inject_flag(body: &[u8]) -> Option<Vec<u8>> {
-    let mut object: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    inject_flag_into(serde_json::from_slice(body).ok()?)
+}
+
+/// [`inject_flag`] on an already parsed object.
+pub fn inject_flag_into(mut object: Map<String, Value>) -> Option<Vec<u8>> {
     let features = object
         .entry("unstable_features")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -51,7 +60,7 @@ pub async fn handle(
     );
     let response = match state
         .upstream
-        .send(request, std::time::Duration::ZERO, &state.metrics)
+        .send(request, Duration::ZERO, &state.metrics)
         .await
     {
         Ok(response) => response,
@@ -77,7 +86,11 @@ pub async fn handle(
                 .into_response();
         }
     };
-    let body = match inject_flag(&bytes) {
+    let parsed: Option<Map<String, Value>> = serde_json::from_slice(&bytes).ok();
+    if let Some(object) = &parsed {
+        state.observe_upstream_versions(object);
+    }
+    let body = match parsed.and_then(inject_flag_into) {
         Some(rewritten) => {
             parts.headers.insert(
                 header::CONTENT_TYPE,
@@ -91,6 +104,57 @@ pub async fn handle(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Response::from_parts(parts, full(body))
+}
+
+/// In `upstream.path_compat = "auto"`: reads the upstream's `/versions` at start and
+/// every `upstream.versions_refresh` (every 5 s while it cannot be read), until `stop`.
+pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    const RETRY: Duration = Duration::from_secs(5);
+    let refresh = state.config.upstream.versions_refresh;
+    let mut logged = false;
+    loop {
+        let wait = match fetch_upstream_versions(&state).await {
+            Ok(versions) => {
+                state.observe_upstream_versions(&versions);
+                if !logged {
+                    tracing::info!(
+                        active = state.upstream.compat.is_active(),
+                        "upstream /versions read: v3→r0 path compatibility decided"
+                    );
+                    logged = true;
+                }
+                refresh
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the upstream /versions; trying again");
+                RETRY.min(refresh)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn fetch_upstream_versions(state: &AppState) -> Result<Map<String, Value>, String> {
+    let path = hyper::http::uri::PathAndQuery::from_static("/_matrix/client/versions");
+    let mut request = Request::new(crate::matrix::empty());
+    *request.uri_mut() = state.upstream.uri_for(Some(&path));
+    let response = state
+        .upstream
+        .send(request, Duration::ZERO, &state.metrics)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("status {}", response.status()));
+    }
+    let bytes = Limited::new(response.into_body(), MAX_REWRITE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

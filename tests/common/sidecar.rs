@@ -37,7 +37,16 @@ impl TestConfig {
             .set("upstream.url", upstream_url)
             .set("email.file_dir", mail_dir)
             .set("identity.generated_cert_dir", cert_dir)
-            .set("log.level", "warn");
+            .set("log.level", "warn")
+            // Paths arrive as sent unless a test is about the v3→r0 mapping.
+            .set("upstream.path_compat", "off");
+        // Tests send many requests from one address; the rate-limit tests set their own.
+        for limit in ["request_token_per_ip", "request_token_per_address", "submit_per_ip"] {
+            config.set_toml(
+                &format!("rate_limit.{limit}"),
+                "{ per_second = 1000.0, burst = 1000 }",
+            );
+        }
         config
     }
 
