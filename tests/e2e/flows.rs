@@ -52,6 +52,7 @@ impl Stack {
             .set("email.transport", "smtp")
             .set("email.smtp_url", smtp.url())
             .set("server.server_name", "localhost")
+            .set("upstream.path_compat", "auto")
             .set("log.level", "debug");
         configure(&mut config);
         let sidecar = Sidecar::start(config).await;
@@ -89,17 +90,32 @@ impl Stack {
                 None,
             )
             .await;
-        assert_eq!(answer.status, StatusCode::OK, "{endpoint}: {}", answer.text());
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{endpoint}: {}",
+            answer.text()
+        );
         let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
-        let mail = self.smtp.wait_for(before + 1, MAIL_WAIT).pop().expect("the mail");
+        let mail = self
+            .smtp
+            .wait_for(before + 1, MAIL_WAIT)
+            .pop()
+            .expect("the mail");
         assert_eq!(mail.to, email);
         let link = link_in(&mail.text);
         let page = http::get(&link).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text());
         let token = query_param(&link, "token");
         let done = http::post_form(
-            &self.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token"),
-            &[("sid", &sid), ("client_secret", client_secret), ("token", &token)],
+            &self
+                .sidecar
+                .url("/_matrix/client/unstable/threepid/email/submit_token"),
+            &[
+                ("sid", &sid),
+                ("client_secret", client_secret),
+                ("token", &token),
+            ],
         )
         .await;
         assert_eq!(done.status, StatusCode::OK, "{}", done.text());
@@ -145,17 +161,29 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
     let (old_password, new_password) = ("old-pass-Quux9", "new-pass-Zorg7");
 
     // /versions through the sidecar: the flag is there.
-    let versions = http::get(&stack.sidecar.url("/_matrix/client/versions")).await.json();
-    assert_eq!(versions["unstable_features"]["m.require_identity_server"], false);
+    let versions = http::get(&stack.sidecar.url("/_matrix/client/versions"))
+        .await
+        .json();
+    assert_eq!(
+        versions["unstable_features"]["m.require_identity_server"],
+        false
+    );
     assert_eq!(versions["unstable_features"]["m.lazy_load_members"], true);
 
     // 1. Register with an email (UIA m.login.email.identity), no id_server anywhere.
     let sid = stack.verify_email("register", email, secret1).await;
     let start = stack
-        .post("/_matrix/client/r0/register", &json!({"username": user, "password": old_password}), None)
+        .post(
+            "/_matrix/client/r0/register",
+            &json!({"username": user, "password": old_password}),
+            None,
+        )
         .await;
     assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
-    let session = start.json()["session"].as_str().expect("a UIA session").to_owned();
+    let session = start.json()["session"]
+        .as_str()
+        .expect("a UIA session")
+        .to_owned();
     let registered = stack
         .post(
             "/_matrix/client/r0/register",
@@ -174,7 +202,9 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
         .to_owned();
 
     // 2. Add a second email with POST /account/3pid and bind: true.
-    let sid2 = stack.verify_email("account/3pid", second_email, secret2).await;
+    let sid2 = stack
+        .verify_email("account/3pid", second_email, secret2)
+        .await;
     let added = stack
         .post(
             "/_matrix/client/r0/account/3pid",
@@ -202,10 +232,17 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
     // 3. Reset the password.
     let sid3 = stack.verify_email("account/password", email, secret3).await;
     let start = stack
-        .post("/_matrix/client/r0/account/password", &json!({"new_password": new_password}), None)
+        .post(
+            "/_matrix/client/r0/account/password",
+            &json!({"new_password": new_password}),
+            None,
+        )
         .await;
     assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
-    let session = start.json()["session"].as_str().expect("a UIA session").to_owned();
+    let session = start.json()["session"]
+        .as_str()
+        .expect("a UIA session")
+        .to_owned();
     let reset = stack
         .post(
             "/_matrix/client/r0/account/password",
@@ -220,12 +257,14 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
     assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
 
     // 4. The new password logs in; the old one is refused.
-    let login = |password: &str| {
-        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
-    };
-    let ok = stack.post("/_matrix/client/r0/login", &login(new_password), None).await;
+    let login = |password: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password});
+    let ok = stack
+        .post("/_matrix/client/r0/login", &login(new_password), None)
+        .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
-    let refused = stack.post("/_matrix/client/r0/login", &login(old_password), None).await;
+    let refused = stack
+        .post("/_matrix/client/r0/login", &login(old_password), None)
+        .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
 
     // The homeserver asked the sidecar's identity listener, and nothing else: three
@@ -238,7 +277,10 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
     );
     assert_eq!(validated, 3, "{metrics}");
     assert_eq!(
-        metric(&metrics, r#"threepid_sidecar_identity_calls_total{endpoint="bind""#),
+        metric(
+            &metrics,
+            r#"threepid_sidecar_identity_calls_total{endpoint="bind""#
+        ),
         0
     );
     let synapse_log = std::fs::read_to_string(stack.synapse.log_path()).unwrap_or_default();
@@ -248,8 +290,18 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
 
     // No token, client secret or password reached the sidecar's logs.
     let mails = stack.smtp.messages();
-    let tokens: Vec<String> = mails.iter().map(|m| query_param(&link_in(&m.text), "token")).collect();
-    let mut secrets: Vec<&str> = vec![secret1, secret2, secret3, old_password, new_password, &access_token];
+    let tokens: Vec<String> = mails
+        .iter()
+        .map(|m| query_param(&link_in(&m.text), "token"))
+        .collect();
+    let mut secrets: Vec<&str> = vec![
+        secret1,
+        secret2,
+        secret3,
+        old_password,
+        new_password,
+        &access_token,
+    ];
     secrets.extend(tokens.iter().map(String::as_str));
     logs::assert_none_of(&secrets);
 }
@@ -267,9 +319,16 @@ async fn an_unvalidated_session_is_refused_by_the_homeserver() {
         .await;
     let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
     let start = stack
-        .post("/_matrix/client/r0/register", &json!({"username": "bob", "password": "pw-bob-1"}), None)
+        .post(
+            "/_matrix/client/r0/register",
+            &json!({"username": "bob", "password": "pw-bob-1"}),
+            None,
+        )
         .await;
-    let session = start.json()["session"].as_str().expect("a session").to_owned();
+    let session = start.json()["session"]
+        .as_str()
+        .expect("a session")
+        .to_owned();
     let early = stack
         .post(
             "/_matrix/client/r0/register",
@@ -283,4 +342,104 @@ async fn an_unvalidated_session_is_refused_by_the_homeserver() {
         .await;
     assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.text());
     assert_eq!(early.json()["errcode"], "M_SESSION_NOT_VALIDATED");
+}
+
+/// Registers `user` with the UIA stage `stage`, the creds naming `sid`.
+async fn register_with(stack: &Stack, user: &str, stage: &str, sid: &str, client_secret: &str) -> Answer {
+    let start = stack
+        .post("/_matrix/client/r0/register", &json!({"username": user, "password": "pw-Reg-42"}), None)
+        .await;
+    assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
+    let session = start.json()["session"].as_str().expect("a UIA session").to_owned();
+    stack
+        .post(
+            "/_matrix/client/r0/register",
+            &json!({
+                "username": user, "password": "pw-Reg-42",
+                "auth": {"type": stage, "session": session,
+                         "threepid_creds": {"sid": sid, "client_secret": client_secret}}
+            }),
+            None,
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn via_upstream_mode_lets_the_homeserver_check_first() {
+    logs::capture();
+    let stack = Stack::start(|c| {
+        c.set("threepid.mode", "via-upstream");
+    })
+    .await;
+    // The homeserver accepts the address and calls back; the sidecar mails the link.
+    let sid = stack.verify_email("register", "carol@example.org", "via-one").await;
+    let registered = register_with(&stack, "carol", "m.login.email.identity", &sid, "via-one").await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+
+    // The same address again: the homeserver's own answer reaches the client.
+    let again = stack
+        .post(
+            "/_matrix/client/r0/register/email/requestToken",
+            &json!({"client_secret": "via-two", "email": "carol@example.org", "send_attempt": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.text());
+    assert_eq!(again.json()["errcode"], "M_THREEPID_IN_USE");
+
+    let metrics = http::get(&stack.sidecar.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric(&metrics, r#"threepid_sidecar_identity_calls_total{endpoint="requestToken",outcome="ok"}"#),
+        1,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_number_registers_with_m_login_msisdn_in_direct_mode() {
+    logs::capture();
+    let gateway = crate::common::webhook::SmsGateway::start().await;
+    let stack = Stack::start(|c| {
+        c.set("sms.transport", "webhook")
+            .set("sms.webhook_url", gateway.url())
+            .set("sms.webhook_token", "gateway-secret");
+    })
+    .await;
+    let answer = stack
+        .post(
+            "/_matrix/client/v3/register/msisdn/requestToken",
+            &json!({"client_secret": "phone-one", "country": "GB", "phone_number": "07400 123456", "send_attempt": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let body = answer.json();
+    assert_eq!(body["msisdn"], "447400123456");
+    let sid = body["sid"].as_str().expect("a sid").to_owned();
+    let submit_url = body["submit_url"].as_str().expect("a submit_url").to_owned();
+
+    let sms = gateway.wait_for(1, MAIL_WAIT).await.pop().expect("the SMS");
+    assert_eq!(sms.to(), "+447400123456");
+    let code = sms.code();
+    assert_eq!(code.len(), 6, "{}", sms.text());
+    let done = http::post_json(
+        &submit_url,
+        &json!({"sid": sid, "client_secret": "phone-one", "token": code}),
+    )
+    .await;
+    assert_eq!(done.json(), json!({"success": true}));
+
+    let registered = register_with(&stack, "dave", "m.login.msisdn", &sid, "phone-one").await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+    let token = registered.json()["access_token"].as_str().expect("a token").to_owned();
+    let listed = http::send(
+        Method::GET,
+        &stack.sidecar.url("/_matrix/client/r0/account/3pid"),
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(listed["threepids"][0]["medium"], "msisdn");
+    assert_eq!(listed["threepids"][0]["address"], "447400123456");
 }

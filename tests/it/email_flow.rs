@@ -45,14 +45,20 @@ impl Env {
 
     async fn request_token(&self, endpoint: &str, body: serde_json::Value) -> Answer {
         http::post_json(
-            &self.sidecar.url(&format!("/_matrix/client/r0/{endpoint}/email/requestToken")),
+            &self
+                .sidecar
+                .url(&format!("/_matrix/client/r0/{endpoint}/email/requestToken")),
             &body,
         )
         .await
     }
 
     fn ca(&self) -> std::path::PathBuf {
-        self.sidecar.config.dir.path().join("certs/identity-cert.pem")
+        self.sidecar
+            .config
+            .dir
+            .path()
+            .join("certs/identity-cert.pem")
     }
 
     async fn get_validated(&self, version: &str, sid: &str, client_secret: &str) -> Answer {
@@ -68,10 +74,14 @@ impl Env {
         http::get_tls(&url, &self.ca()).await
     }
 
+    /// Session and lookup keys in Redis (rate-limit state is not a session).
     async fn redis_keys(&self) -> usize {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+        keys.iter()
+            .filter(|k| k.contains("session:") || k.contains("lookup:"))
+            .count()
     }
 }
 
@@ -123,8 +133,15 @@ async fn each_purpose_mails_a_link_whose_page_validates_only_on_post() {
         assert_eq!(query_param(&link, "sid"), sid);
         let token = query_param(&link, "token");
         // The HTML part links the same page (HTML-escaped there).
-        assert!(mail.html.contains(&token) && mail.html.contains(&sid), "{}", mail.html);
-        assert!(mail.text.contains(&token), "the token is in the text for clients that ask for it");
+        assert!(
+            mail.html.contains(&token) && mail.html.contains(&sid),
+            "{}",
+            mail.html
+        );
+        assert!(
+            mail.text.contains(&token),
+            "the token is in the text for clients that ask for it"
+        );
 
         // Opening the link validates nothing.
         let page = http::get(&link).await;
@@ -138,12 +155,18 @@ async fn each_purpose_mails_a_link_whose_page_validates_only_on_post() {
 
         // The button POSTs the form.
         let done = http::post_form(
-            &env.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token"),
+            &env.sidecar
+                .url("/_matrix/client/unstable/threepid/email/submit_token"),
             &[("sid", &sid), ("client_secret", &secret), ("token", &token)],
         )
         .await;
         assert_eq!(done.status, StatusCode::OK, "{}", done.text());
-        assert!(done.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            done.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
 
         let validated = env.get_validated("v1", &sid, &secret).await;
         assert_eq!(validated.status, StatusCode::OK, "{}", validated.text());
@@ -152,7 +175,10 @@ async fn each_purpose_mails_a_link_whose_page_validates_only_on_post() {
         assert_eq!(body["address"], format!("alice{i}@example.org"));
         assert!(body["validated_at"].as_u64().unwrap() > 1_700_000_000_000);
         // v2 with any bearer answers the same.
-        assert_eq!(env.get_validated("v2", &sid, &secret).await.status, StatusCode::OK);
+        assert_eq!(
+            env.get_validated("v2", &sid, &secret).await.status,
+            StatusCode::OK
+        );
     }
 }
 
@@ -173,7 +199,9 @@ async fn the_json_submit_and_the_identity_submit_token_validate_too() {
         let wrong = json!({"sid": sid, "client_secret": secret, "token": "wrong"});
         let answer = match via {
             "client" => {
-                let url = env.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token");
+                let url = env
+                    .sidecar
+                    .url("/_matrix/client/unstable/threepid/email/submit_token");
                 let bad = http::post_json(&url, &wrong).await;
                 assert_eq!(bad.status, StatusCode::BAD_REQUEST);
                 assert_eq!(bad.errcode(), "M_TOKEN_INCORRECT");
@@ -192,7 +220,10 @@ async fn the_json_submit_and_the_identity_submit_token_validate_too() {
         if via == "client" {
             assert_eq!(answer.json(), json!({"success": true}));
         }
-        assert_eq!(env.get_validated("v1", &sid, &secret).await.status, StatusCode::OK);
+        assert_eq!(
+            env.get_validated("v1", &sid, &secret).await.status,
+            StatusCode::OK
+        );
     }
 }
 
@@ -211,7 +242,8 @@ async fn a_next_link_is_where_the_form_redirects_with_the_sid() {
         .to_owned();
     let token = query_param(&link_in(&env.smtp.wait_for(1, MAIL_WAIT)[0]), "token");
     let done = http::post_form(
-        &env.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token"),
+        &env.sidecar
+            .url("/_matrix/client/unstable/threepid/email/submit_token"),
         &[("sid", &sid), ("client_secret", "n1"), ("token", &token)],
     )
     .await;
@@ -231,7 +263,11 @@ async fn send_attempt_decides_whether_a_new_mail_goes_out() {
     let again = env.request_token("register", body(1)).await.json()["sid"].clone();
     assert_eq!(first, again, "same attempt → same sid");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env.smtp.messages().len(), 1, "same attempt → no second mail");
+    assert_eq!(
+        env.smtp.messages().len(),
+        1,
+        "same attempt → no second mail"
+    );
 
     let higher = env.request_token("register", body(2)).await.json()["sid"].clone();
     assert_eq!(first, higher, "higher attempt → same sid");
@@ -241,9 +277,15 @@ async fn send_attempt_decides_whether_a_new_mail_goes_out() {
     assert_ne!(token1, token2, "a new token per send");
 
     // The older token is still valid.
-    let url = env.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token");
+    let url = env
+        .sidecar
+        .url("/_matrix/client/unstable/threepid/email/submit_token");
     let sid = first.as_str().unwrap();
-    let ok = http::post_json(&url, &json!({"sid": sid, "client_secret": "sa", "token": token1})).await;
+    let ok = http::post_json(
+        &url,
+        &json!({"sid": sid, "client_secret": "sa", "token": token1}),
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
 }
 
@@ -254,19 +296,32 @@ async fn wrong_tokens_exhaust_the_session() {
     })
     .await;
     let sid = env
-        .request_token("register", json!({"client_secret": "w", "email": "e@example.org", "send_attempt": 1}))
+        .request_token(
+            "register",
+            json!({"client_secret": "w", "email": "e@example.org", "send_attempt": 1}),
+        )
         .await
         .json()["sid"]
         .as_str()
         .unwrap()
         .to_owned();
     let token = query_param(&link_in(&env.smtp.wait_for(1, MAIL_WAIT)[0]), "token");
-    let url = env.sidecar.url("/_matrix/client/unstable/threepid/email/submit_token");
+    let url = env
+        .sidecar
+        .url("/_matrix/client/unstable/threepid/email/submit_token");
     for _ in 0..3 {
-        let bad = http::post_json(&url, &json!({"sid": sid, "client_secret": "w", "token": "nope"})).await;
+        let bad = http::post_json(
+            &url,
+            &json!({"sid": sid, "client_secret": "w", "token": "nope"}),
+        )
+        .await;
         assert_eq!(bad.errcode(), "M_TOKEN_INCORRECT");
     }
-    let late = http::post_json(&url, &json!({"sid": sid, "client_secret": "w", "token": token})).await;
+    let late = http::post_json(
+        &url,
+        &json!({"sid": sid, "client_secret": "w", "token": token}),
+    )
+    .await;
     assert_eq!(late.status, StatusCode::BAD_REQUEST);
     assert_eq!(late.errcode(), "M_SESSION_EXPIRED");
     let gv = env.get_validated("v1", &sid, "w").await;
@@ -294,22 +349,87 @@ async fn bad_email_requests_get_matrix_errors_and_change_nothing() {
     let raw_cases: Vec<(&str, String, u16, &str)> = vec![
         ("not JSON", "{nope".into(), 400, "M_NOT_JSON"),
         ("not an object", "[1,2]".into(), 400, "M_BAD_JSON"),
-        ("too large", format!("{{\"x\":\"{}\"}}", "a".repeat(2000)), 413, "M_TOO_LARGE"),
+        (
+            "too large",
+            format!("{{\"x\":\"{}\"}}", "a".repeat(2000)),
+            413,
+            "M_TOO_LARGE",
+        ),
     ];
     let json_cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
-        ("no client_secret", without("client_secret"), 400, "M_MISSING_PARAM"),
+        (
+            "no client_secret",
+            without("client_secret"),
+            400,
+            "M_MISSING_PARAM",
+        ),
         ("no email", without("email"), 400, "M_MISSING_PARAM"),
-        ("no send_attempt", without("send_attempt"), 400, "M_MISSING_PARAM"),
-        ("bad client_secret", with("client_secret", json!("has space")), 400, "M_INVALID_PARAM"),
-        ("long client_secret", with("client_secret", json!("a".repeat(256))), 400, "M_INVALID_PARAM"),
-        ("send_attempt string", with("send_attempt", json!("1")), 400, "M_INVALID_PARAM"),
-        ("send_attempt float", with("send_attempt", json!(1.5)), 400, "M_INVALID_PARAM"),
-        ("email without @", with("email", json!("nobody")), 400, "M_INVALID_PARAM"),
-        ("email with two @", with("email", json!("a@b@example.org")), 400, "M_INVALID_PARAM"),
-        ("email too long", with("email", json!(format!("{}@example.org", "a".repeat(500)))), 400, "M_INVALID_PARAM"),
-        ("email header injection", with("email", json!("a@example.org\r\nBcc: x@example.org")), 400, "M_INVALID_PARAM"),
-        ("next_link not http", with("next_link", json!("file:///etc/passwd")), 400, "M_INVALID_PARAM"),
-        ("next_link host not allowed", with("next_link", json!("https://evil.example/")), 400, "M_INVALID_PARAM"),
+        (
+            "no send_attempt",
+            without("send_attempt"),
+            400,
+            "M_MISSING_PARAM",
+        ),
+        (
+            "bad client_secret",
+            with("client_secret", json!("has space")),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "long client_secret",
+            with("client_secret", json!("a".repeat(256))),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "send_attempt string",
+            with("send_attempt", json!("1")),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "send_attempt float",
+            with("send_attempt", json!(1.5)),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "email without @",
+            with("email", json!("nobody")),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "email with two @",
+            with("email", json!("a@b@example.org")),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "email too long",
+            with("email", json!(format!("{}@example.org", "a".repeat(500)))),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "email header injection",
+            with("email", json!("a@example.org\r\nBcc: x@example.org")),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "next_link not http",
+            with("next_link", json!("file:///etc/passwd")),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "next_link host not allowed",
+            with("next_link", json!("https://evil.example/")),
+            400,
+            "M_INVALID_PARAM",
+        ),
     ];
     for endpoint in ["register", "account/password", "account/3pid"] {
         let url = env
@@ -323,12 +443,22 @@ async fn bad_email_requests_get_matrix_errors_and_change_nothing() {
                 body.clone(),
             )
             .await;
-            assert_eq!(answer.status.as_u16(), *status, "{endpoint}: {name}: {}", answer.text());
+            assert_eq!(
+                answer.status.as_u16(),
+                *status,
+                "{endpoint}: {name}: {}",
+                answer.text()
+            );
             assert_eq!(answer.errcode(), *errcode, "{endpoint}: {name}");
         }
         for (name, body, status, errcode) in &json_cases {
             let answer = http::post_json(&url, body).await;
-            assert_eq!(answer.status.as_u16(), *status, "{endpoint}: {name}: {}", answer.text());
+            assert_eq!(
+                answer.status.as_u16(),
+                *status,
+                "{endpoint}: {name}: {}",
+                answer.text()
+            );
             assert_eq!(answer.errcode(), *errcode, "{endpoint}: {name}");
         }
     }
@@ -346,17 +476,28 @@ async fn a_mail_server_that_is_down_gets_500_and_leaves_no_session() {
     let mut env = Env::start(|_| {}).await;
     env.smtp.stop();
     let answer = env
-        .request_token("register", json!({"client_secret": "m", "email": "g@example.org", "send_attempt": 1}))
+        .request_token(
+            "register",
+            json!({"client_secret": "m", "email": "g@example.org", "send_attempt": 1}),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(answer.errcode(), "M_UNKNOWN");
-    assert!(answer.json()["error"].as_str().unwrap().contains("could not be sent"));
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be sent")
+    );
     assert_eq!(env.redis_keys().await, 0, "no session left half-made");
 
     // With the mail server back, the same attempt sends.
     env.smtp.restart();
     let answer = env
-        .request_token("register", json!({"client_secret": "m", "email": "g@example.org", "send_attempt": 1}))
+        .request_token(
+            "register",
+            json!({"client_secret": "m", "email": "g@example.org", "send_attempt": 1}),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     env.smtp.wait_for(1, MAIL_WAIT);
@@ -366,18 +507,34 @@ async fn a_mail_server_that_is_down_gets_500_and_leaves_no_session() {
 async fn a_store_that_is_down_gets_503_promptly_and_comes_back_by_itself() {
     let mut env = Env::start(|_| {}).await;
     let body = |cs: &str| json!({"client_secret": cs, "email": "h@example.org", "send_attempt": 1});
-    assert_eq!(env.request_token("register", body("r1")).await.status, StatusCode::OK);
+    assert_eq!(
+        env.request_token("register", body("r1")).await.status,
+        StatusCode::OK
+    );
 
     env.redis.stop();
     let started = Instant::now();
     let down = env.request_token("register", body("r2")).await;
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{}", down.text());
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        down.text()
+    );
     assert_eq!(down.errcode(), "M_UNKNOWN");
-    assert!(started.elapsed() < Duration::from_secs(3), "prompt: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "prompt: {:?}",
+        started.elapsed()
+    );
     let ready = http::get(&env.sidecar.admin_url("/health/ready")).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     let live = http::get(&env.sidecar.admin_url("/health/live")).await;
-    assert_eq!(live.status, StatusCode::OK, "liveness never depends on Redis");
+    assert_eq!(
+        live.status,
+        StatusCode::OK,
+        "liveness never depends on Redis"
+    );
 
     env.redis.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -386,7 +543,11 @@ async fn a_store_that_is_down_gets_503_promptly_and_comes_back_by_itself() {
         if answer.status == StatusCode::OK {
             break;
         }
-        assert!(Instant::now() < deadline, "store did not come back: {}", answer.text());
+        assert!(
+            Instant::now() < deadline,
+            "store did not come back: {}",
+            answer.text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -1,9 +1,9 @@
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
-mod store;
-mod proxy;
-mod versions;
-mod cli;
-mod shutdown;
-mod mail;
 mod email_flow;
+mod mail;
+mod proxy;
+mod shutdown;
+mod store;
+mod versions;

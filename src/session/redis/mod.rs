@@ -9,7 +9,9 @@
 //!   `attempt`, `attempt_token`, `failed`, `validated_at` and one `t:<token hash hex>` = expiry
 //!   (unix ms) per live token, with PEXPIRE = lifetime, refreshed on every change;
 //! - `{prefix}rl:{<limit key>}` → the limit's TAT (unix ms), with PX = the time until it is
-//!   reached (see [`LimitKey`] for the key string, which never holds an address).
+//!   reached (see [`LimitKey`] for the key string, which never holds an address);
+//! - `{prefix}purpose:{<same hash as lookup>}` → a via-upstream purpose note, PX =
+//!   [`PURPOSE_NOTE_TTL`].
 //!
 //! [`connection`] owns the connection, its timeouts and its retry; [`sessions`] and
 //! [`rate_limit`] the operations.
