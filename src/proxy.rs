@@ -3,9 +3,13 @@
 //! upstream trouble to Matrix 502/504 bodies.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use tokio::sync::oneshot;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -120,8 +124,9 @@ impl Upstream {
             .expect("scheme, authority and an already valid path form a URI")
     }
 
-    /// Sends a prepared request and waits for the response head, within the response
-    /// timeout (plus `extra` for long-polls).
+    /// Sends a prepared request and waits for the response head. The response timeout
+    /// (plus `extra` for long-polls) starts once the request body has been sent, so a slow
+    /// upload is never cut short.
     pub async fn send(
         &self,
         request: Request<Body>,
@@ -129,19 +134,71 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.response_timeout + extra, self.client.request(request)).await;
+        let (request, sent) = notify_when_sent(request);
+        let timeout = self.response_timeout + extra;
+        let deadline = async move {
+            // A dropped sender means the body ended (or failed): either way, count from now.
+            let _ = sent.await;
+            tokio::time::sleep(timeout).await;
+        };
+        let result = tokio::select! {
+            result = self.client.request(request) => Some(result),
+            () = deadline => None,
+        };
         metrics.observe_upstream(started.elapsed());
         let result = match result {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
-            Ok(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
-            Ok(Ok(response)) => Ok(response),
+            None => Err(UpstreamError::Timeout),
+            Some(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
+            Some(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
+            Some(Ok(response)) => Ok(response),
         };
         if let Err(e) = &result {
             metrics.upstream_error(e.kind());
         }
         result
+    }
+}
+
+/// Wraps a request body so that the returned receiver completes once the body has been
+/// sent to the end (or has failed).
+fn notify_when_sent(request: Request<Body>) -> (Request<Body>, oneshot::Receiver<()>) {
+    let (tx, rx) = oneshot::channel();
+    let (parts, body) = request.into_parts();
+    // An empty body is never polled: it is sent as soon as the head is.
+    let done = if body.is_end_stream() { None } else { Some(tx) };
+    let body = SentSignal { inner: body, done }.boxed();
+    (Request::from_parts(parts, body), rx)
+}
+
+/// A body that drops its sender when it ends, which wakes [`notify_when_sent`]'s receiver.
+struct SentSignal {
+    inner: Body,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for SentSignal {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.done = None,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
