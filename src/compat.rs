@@ -37,7 +37,9 @@ pub fn map_path(path_and_query: &str) -> Option<String> {
 
 /// Whether an upstream `/versions` answer needs the mapping: it lists no `v1.x`.
 pub fn needs_r0(versions: &serde_json::Map<String, serde_json::Value>) -> bool {
-    let listed = versions.get("versions").and_then(serde_json::Value::as_array);
+    let listed = versions
+        .get("versions")
+        .and_then(serde_json::Value::as_array);
     !listed.is_some_and(|list| {
         list.iter()
             .filter_map(serde_json::Value::as_str)
@@ -73,7 +75,10 @@ impl PathCompat {
 
     /// In `"auto"`, takes the upstream's `/versions` answer into account; returns the new
     /// decision when it flipped (for the log line).
-    pub fn observe_versions(&self, versions: &serde_json::Map<String, serde_json::Value>) -> Option<bool> {
+    pub fn observe_versions(
+        &self,
+        versions: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<bool> {
         if self.mode != PathCompatMode::Auto {
             return None;
         }
@@ -147,14 +152,20 @@ mod tests {
     fn off_leaves_everything_alone() {
         let compat = PathCompat::new(PathCompatMode::Off);
         assert_eq!(compat.rewrite("/_matrix/client/v3/login"), None);
-        assert_eq!(compat.observe_versions(&versions(json!({"versions": ["r0.5.0"]}))), None);
+        assert_eq!(
+            compat.observe_versions(&versions(json!({"versions": ["r0.5.0"]}))),
+            None
+        );
         assert!(!compat.is_active());
     }
 
     #[test]
     fn r0_always_maps() {
         let compat = PathCompat::new(PathCompatMode::R0);
-        assert_eq!(compat.observe_versions(&versions(json!({"versions": ["v1.11"]}))), None);
+        assert_eq!(
+            compat.observe_versions(&versions(json!({"versions": ["v1.11"]}))),
+            None
+        );
         assert_eq!(
             compat.rewrite("/_matrix/client/v3/login").as_deref(),
             Some("/_matrix/client/r0/login")
@@ -165,18 +176,26 @@ mod tests {
     fn auto_follows_the_upstream_versions() {
         let compat = PathCompat::new(PathCompatMode::Auto);
         assert!(compat.is_active(), "on until the upstream says otherwise");
-        assert_eq!(compat.observe_versions(&versions(json!({"versions": ["r0.5.0"]}))), None);
+        assert_eq!(
+            compat.observe_versions(&versions(json!({"versions": ["r0.5.0"]}))),
+            None
+        );
         assert_eq!(
             compat.observe_versions(&versions(json!({"versions": ["r0.6.1", "v1.1", "v1.11"]}))),
             Some(false)
         );
         assert_eq!(compat.rewrite("/_matrix/client/v3/login"), None);
-        assert_eq!(compat.observe_versions(&versions(json!({"versions": ["r0.5.0"]}))), Some(true));
+        assert_eq!(
+            compat.observe_versions(&versions(json!({"versions": ["r0.5.0"]}))),
+            Some(true)
+        );
     }
 
     #[test]
     fn a_versions_answer_without_v1_needs_r0() {
-        assert!(needs_r0(&versions(json!({"versions": ["r0.0.1", "r0.5.0"]}))));
+        assert!(needs_r0(&versions(
+            json!({"versions": ["r0.0.1", "r0.5.0"]})
+        )));
         assert!(needs_r0(&versions(json!({}))));
         assert!(!needs_r0(&versions(json!({"versions": ["v1.1"]}))));
     }

@@ -77,9 +77,14 @@ impl AppState {
     /// Takes an upstream `/versions` answer into account for the v3→r0 path mapping.
     pub fn observe_upstream_versions(&self, versions: &serde_json::Map<String, serde_json::Value>) {
         if let Some(active) = self.upstream.compat.observe_versions(versions) {
-            tracing::info!(active, "v3→r0 path compatibility turned {}", if active { "on" } else { "off" });
+            tracing::info!(
+                active,
+                "v3→r0 path compatibility turned {}",
+                if active { "on" } else { "off" }
+            );
         }
-        self.metrics.set_path_compat(self.upstream.compat.is_active());
+        self.metrics
+            .set_path_compat(self.upstream.compat.is_active());
     }
 
     /// Now, in unix milliseconds.

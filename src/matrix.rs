@@ -206,16 +206,19 @@ impl Params {
         limit: u64,
     ) -> Result<Self, MatrixError> {
         let (parts, body) = request.into_parts();
-        let mut map: std::collections::HashMap<String, String> = parts
-            .uri
-            .query()
+        let bytes = read_body(body, limit).await?;
+        Self::parse(parts.uri.query(), is_form(&parts.headers), &bytes)
+    }
+
+    /// The parameters of a query string and a body (a form when `form`, else JSON).
+    pub fn parse(query: Option<&str>, form: bool, body: &[u8]) -> Result<Self, MatrixError> {
+        let mut map: std::collections::HashMap<String, String> = query
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let bytes = read_body(body, limit).await?;
-        if is_form(&parts.headers) {
-            map.extend(form_urlencoded::parse(&bytes).into_owned());
-        } else if !bytes.iter().all(u8::is_ascii_whitespace) {
-            for (key, value) in parse_object(&bytes)? {
+        if form {
+            map.extend(form_urlencoded::parse(body).into_owned());
+        } else if !body.iter().all(u8::is_ascii_whitespace) {
+            for (key, value) in parse_object(body)? {
                 let text = match value {
                     serde_json::Value::String(s) => s,
                     serde_json::Value::Number(n) => n.to_string(),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use tokio::sync::oneshot;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -18,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
+use tokio::sync::oneshot;
 
 use crate::compat::PathCompat;
 use crate::config;
@@ -349,20 +349,29 @@ pub fn set_forwarded_headers(
     }
 }
 
-/// The client's address as the rate limits see it: the first `X-Forwarded-For` hop when
-/// the peer is a trusted proxy, else the peer.
+/// The client's address as the rate limits see it. Behind trusted proxies it is the
+/// rightmost `X-Forwarded-For` hop that is not itself a trusted proxy: each trusted proxy
+/// appends the address it saw, so hops further left were written by the client and can be
+/// anything (taking the first hop would let a client pick its own rate-limit bucket).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
-    if is_trusted(peer, trusted_proxies) {
-        let first = headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = first {
-            return canonical_ip(ip);
-        }
+    let peer = canonical_ip(peer);
+    if !is_trusted(peer, trusted_proxies) {
+        return peer;
     }
-    canonical_ip(peer)
+    let hops: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .map(canonical_ip)
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip, trusted_proxies))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// Long-poll endpoints hold the response for the client's `timeout` (ms): that much is
@@ -497,6 +506,17 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn a_client_cannot_choose_its_address_by_prepending_hops() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // The client wrote 1.1.1.1 itself; the ingress (10.1.1.1) saw 203.0.113.9.
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(&h, "10.0.0.2".parse().unwrap(), &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

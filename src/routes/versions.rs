@@ -2,8 +2,10 @@
 //! longer requires an identity server (`unstable_features["m.require_identity_server"]
 //! = false`, MSC2263). Everything else in the answer is kept.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
@@ -76,11 +78,25 @@ pub async fn handle(
     if response.status() != StatusCode::OK || encoded {
         return proxy::prepare_response(response);
     }
+    let declared_too_large = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len > MAX_REWRITE_BYTES);
+    if declared_too_large {
+        return proxy::prepare_response(response);
+    }
     let (mut parts, body) = proxy::prepare_response(response).into_parts();
-    let bytes: Bytes = match Limited::new(body, MAX_REWRITE_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let bytes = match read_up_to(body, MAX_REWRITE_BYTES).await {
+        Ok(Read::Whole(bytes)) => bytes,
+        // Too large to rewrite: what was read, then the rest, unchanged.
+        Ok(Read::Partial(body)) => return Response::from_parts(parts, body),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the upstream /versions answer");
+            state
+                .metrics
+                .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
             return proxy::UpstreamError::Protocol(e.to_string())
                 .into_matrix()
                 .into_response();
@@ -104,6 +120,33 @@ pub async fn handle(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Response::from_parts(parts, full(body))
+}
+
+enum Read {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// Over the limit: a body that replays what was read, then streams the rest.
+    Partial(Body),
+}
+
+/// Reads a body of at most `limit` bytes; a larger one comes back whole but unread.
+async fn read_up_to(mut body: Body, limit: usize) -> Result<Read, hyper::Error> {
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: nothing to rewrite
+        };
+        if buffer.len() + data.len() > limit {
+            buffer.extend_from_slice(&data);
+            let read = futures_util::stream::once(async move { Ok(Frame::data(buffer.freeze())) });
+            let rest = BodyStream::new(body);
+            return Ok(Read::Partial(BodyExt::boxed(StreamBody::new(
+                read.chain(rest),
+            ))));
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Read::Whole(buffer.freeze()))
 }
 
 /// In `upstream.path_compat = "auto"`: reads the upstream's `/versions` at start and

@@ -9,7 +9,10 @@ struct Buffer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buffer {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer lock").extend_from_slice(data);
+        self.0
+            .lock()
+            .expect("log buffer lock")
+            .extend_from_slice(data);
         Ok(data.len())
     }
 
@@ -45,7 +48,10 @@ pub fn text() -> String {
 /// Panics if any of `secrets` appears in the captured logs.
 pub fn assert_none_of(secrets: &[&str]) {
     let logs = text();
-    assert!(!logs.is_empty(), "nothing was logged: is capture() installed?");
+    assert!(
+        !logs.is_empty(),
+        "nothing was logged: is capture() installed?"
+    );
     for secret in secrets {
         assert!(
             !logs.contains(secret),

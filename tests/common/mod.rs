@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod logs;
 pub mod redis;
 pub mod sidecar;
+pub mod smtp;
 pub mod synapse;
 pub mod upstream;
-pub mod logs;
-pub mod smtp;
+pub mod webhook;

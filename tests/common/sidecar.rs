@@ -41,7 +41,11 @@ impl TestConfig {
             // Paths arrive as sent unless a test is about the v3→r0 mapping.
             .set("upstream.path_compat", "off");
         // Tests send many requests from one address; the rate-limit tests set their own.
-        for limit in ["request_token_per_ip", "request_token_per_address", "submit_per_ip"] {
+        for limit in [
+            "request_token_per_ip",
+            "request_token_per_address",
+            "submit_per_ip",
+        ] {
             config.set_toml(
                 &format!("rate_limit.{limit}"),
                 "{ per_second = 1000.0, burst = 1000 }",

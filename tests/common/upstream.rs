@@ -11,8 +11,13 @@
 //! - `/hop-by-hop`: the echo, with hop-by-hop response headers that must not reach a
 //!   client.
 //!
-//! Every request is also logged ([`Upstream::seen`]) as soon as its head arrives.
+//! Every request is also logged ([`Upstream::seen`]) as soon as its head arrives, and every
+//! body of at most [`KEPT_BODY_LIMIT`] bytes is kept once it has arrived
+//! ([`Upstream::bodies`]), for tests that check what a forwarded body became.
+//! [`Upstream::answer`] programs the answer of one path (any method) in place of the echo,
+//! e.g. a homeserver's own `M_THREEPID_IN_USE`; the body is still read and kept.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -93,7 +98,35 @@ impl Seen {
     }
 }
 
-/// What `GET /_matrix/client/versions` answers.
+/// Bodies up to this size are kept whole ([`Upstream::bodies`]); larger ones only hashed.
+pub const KEPT_BODY_LIMIT: usize = 64 * 1024;
+
+/// A whole request body as it arrived, kept when it was small.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query exactly as they arrived.
+    pub uri: String,
+    pub path: String,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as JSON; panics (naming the body) when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} {} got a body that is not JSON ({e}): {}",
+                self.method,
+                self.uri,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// What `GET /_matrix/client/versions` answers, or a path programmed with
+/// [`Upstream::answer`].
 #[derive(Debug, Clone)]
 pub struct Canned {
     pub status: StatusCode,
@@ -132,6 +165,8 @@ impl Canned {
 pub struct State {
     versions: Mutex<Canned>,
     seen: Mutex<Vec<Seen>>,
+    bodies: Mutex<Vec<Received>>,
+    answers: Mutex<HashMap<String, Canned>>,
     /// `/hang` request futures dropped so far.
     pub hangs_dropped: AtomicUsize,
 }
@@ -163,6 +198,8 @@ impl Upstream {
                 &serde_json::json!({"versions": ["r0.5.0"]}),
             )),
             seen: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
+            answers: Mutex::new(HashMap::new()),
             hangs_dropped: AtomicUsize::new(0),
         });
         let shared = state.clone();
@@ -193,6 +230,29 @@ impl Upstream {
 
     pub fn set_versions(&self, canned: Canned) {
         *self.state.versions.lock().expect("not poisoned") = canned;
+    }
+
+    /// From now on, requests to exactly `path` (any method, any query) get `canned`
+    /// instead of the echo.
+    pub fn answer(&self, path: &str, canned: Canned) {
+        self.state
+            .answers
+            .lock()
+            .expect("not poisoned")
+            .insert(path.to_owned(), canned);
+    }
+
+    /// Every body of at most [`KEPT_BODY_LIMIT`] bytes received whole so far, oldest first.
+    pub fn bodies(&self) -> Vec<Received> {
+        self.state.bodies.lock().expect("not poisoned").clone()
+    }
+
+    /// The kept bodies of requests whose path is exactly `path`.
+    pub fn bodies_at(&self, path: &str) -> Vec<Received> {
+        self.bodies()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 
     /// Every request head received so far.
@@ -258,6 +318,19 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<RespBody>
         path: path.clone(),
         headers: headers_of(&request),
     });
+    let programmed = state
+        .answers
+        .lock()
+        .expect("not poisoned")
+        .get(&path)
+        .cloned();
+    if let Some(canned) = programmed {
+        let (parts, body) = request.into_parts();
+        if let Ok(collected) = body.collect().await {
+            keep_body(state, &parts, collected.to_bytes());
+        }
+        return canned_response(canned);
+    }
     if path == "/_matrix/client/versions" {
         let canned = state.versions.lock().expect("not poisoned").clone();
         return canned_response(canned);
@@ -289,7 +362,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<RespBody>
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let hop_by_hop = path == "/hop-by-hop";
-    let mut response = echo(request).await;
+    let mut response = echo(state, request).await;
     if hop_by_hop {
         let headers = response.headers_mut();
         for (name, value) in [
@@ -337,16 +410,37 @@ fn canned_response(canned: Canned) -> Response<RespBody> {
     response
 }
 
-async fn echo(request: Request<Incoming>) -> Response<RespBody> {
+fn keep_body(state: &State, parts: &hyper::http::request::Parts, body: Bytes) {
+    state.bodies.lock().expect("not poisoned").push(Received {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        path: parts.uri.path().to_owned(),
+        body,
+    });
+}
+
+async fn echo(state: &State, request: Request<Incoming>) -> Response<RespBody> {
     let (parts, mut body) = request.into_parts();
     let mut hasher = Sha256::new();
     let mut len = 0u64;
+    // The body itself while it is small enough to keep.
+    let mut kept: Option<Vec<u8>> = Some(Vec::new());
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
                     len += data.len() as u64;
                     hasher.update(&data);
+                    kept = kept
+                        .filter(|k| k.len() + data.len() <= KEPT_BODY_LIMIT)
+                        .map(|mut k| {
+                            k.extend_from_slice(&data);
+                            k
+                        });
                 }
             }
             Err(e) => {
@@ -355,6 +449,9 @@ async fn echo(request: Request<Incoming>) -> Response<RespBody> {
                 return response;
             }
         }
+    }
+    if let Some(kept) = kept {
+        keep_body(state, &parts, Bytes::from(kept));
     }
     let echo = Echo {
         method: parts.method.to_string(),

@@ -14,13 +14,17 @@ use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::flows::{link_in, query_param};
 
 fn screenshots(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots")
+        .join(name)
 }
 
 fn browser(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/link-page.mjs");
     assert!(
-        script.with_file_name("node_modules/playwright-core").exists(),
+        script
+            .with_file_name("node_modules/playwright-core")
+            .exists(),
         "playwright-core missing: run scripts/install-test-deps (npm ci in tests/browser)"
     );
     assert!(
@@ -37,7 +41,10 @@ fn browser(args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "browser check failed: {args:?}\n{said}");
+    assert!(
+        output.status.success(),
+        "browser check failed: {args:?}\n{said}"
+    );
 }
 
 /// A sidecar writing mail to files (no upstream needed: only its own pages are used).
@@ -49,7 +56,8 @@ async fn sidecar() -> Sidecar {
 
 /// requestToken, then the link from the .eml file the file transport wrote.
 async fn mailed_link(sidecar: &Sidecar, client_secret: &str, next_link: Option<&str>) -> String {
-    let mut body = json!({"client_secret": client_secret, "email": "pat@example.org", "send_attempt": 1});
+    let mut body =
+        json!({"client_secret": client_secret, "email": "pat@example.org", "send_attempt": 1});
     if let Some(next_link) = next_link {
         body["next_link"] = json!(next_link);
     }
@@ -71,15 +79,16 @@ async fn mailed_link(sidecar: &Sidecar, client_secret: &str, next_link: Option<&
 }
 
 fn eml_files(sidecar: &Sidecar) -> Vec<PathBuf> {
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(sidecar.config.mail_dir())
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                .map(|p| (p.metadata().and_then(|m| m.modified()).expect("mtime"), p))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> =
+        std::fs::read_dir(sidecar.config.mail_dir())
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .map(|p| (p.metadata().and_then(|m| m.modified()).expect("mtime"), p))
+                    .collect()
+            })
+            .unwrap_or_default();
     files.sort();
     files.into_iter().map(|(_, p)| p).collect()
 }
@@ -92,7 +101,16 @@ async fn a_person_confirms_the_link_in_a_browser() {
     let desktop = mailed_link(&sidecar, "browser-two", None).await;
     let dir_s = dir.display().to_string();
     tokio::task::spawn_blocking(move || {
-        browser(&["--phone", &phone, "--desktop", &desktop, "--text", "Example Chat", &dir_s, "success"]);
+        browser(&[
+            "--phone",
+            &phone,
+            "--desktop",
+            &desktop,
+            "--text",
+            "Example Chat",
+            &dir_s,
+            "success",
+        ]);
     })
     .await
     .expect("browser run");
@@ -107,7 +125,16 @@ async fn a_person_confirms_the_link_in_a_browser() {
     let (phone, desktop) = (spoil(phone), spoil(desktop));
     let dir_s = dir.display().to_string();
     tokio::task::spawn_blocking(move || {
-        browser(&["--phone", &phone, "--desktop", &desktop, "--text", "incorrect", &dir_s, "failure"]);
+        browser(&[
+            "--phone",
+            &phone,
+            "--desktop",
+            &desktop,
+            "--text",
+            "incorrect",
+            &dir_s,
+            "failure",
+        ]);
     })
     .await
     .expect("browser run");

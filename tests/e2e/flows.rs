@@ -345,12 +345,25 @@ async fn an_unvalidated_session_is_refused_by_the_homeserver() {
 }
 
 /// Registers `user` with the UIA stage `stage`, the creds naming `sid`.
-async fn register_with(stack: &Stack, user: &str, stage: &str, sid: &str, client_secret: &str) -> Answer {
+async fn register_with(
+    stack: &Stack,
+    user: &str,
+    stage: &str,
+    sid: &str,
+    client_secret: &str,
+) -> Answer {
     let start = stack
-        .post("/_matrix/client/r0/register", &json!({"username": user, "password": "pw-Reg-42"}), None)
+        .post(
+            "/_matrix/client/r0/register",
+            &json!({"username": user, "password": "pw-Reg-42"}),
+            None,
+        )
         .await;
     assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
-    let session = start.json()["session"].as_str().expect("a UIA session").to_owned();
+    let session = start.json()["session"]
+        .as_str()
+        .expect("a UIA session")
+        .to_owned();
     stack
         .post(
             "/_matrix/client/r0/register",
@@ -372,8 +385,11 @@ async fn via_upstream_mode_lets_the_homeserver_check_first() {
     })
     .await;
     // The homeserver accepts the address and calls back; the sidecar mails the link.
-    let sid = stack.verify_email("register", "carol@example.org", "via-one").await;
-    let registered = register_with(&stack, "carol", "m.login.email.identity", &sid, "via-one").await;
+    let sid = stack
+        .verify_email("register", "carol@example.org", "via-one")
+        .await;
+    let registered =
+        register_with(&stack, "carol", "m.login.email.identity", &sid, "via-one").await;
     assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
 
     // The same address again: the homeserver's own answer reaches the client.
@@ -389,7 +405,10 @@ async fn via_upstream_mode_lets_the_homeserver_check_first() {
 
     let metrics = http::get(&stack.sidecar.admin_url("/metrics")).await.text();
     assert_eq!(
-        metric(&metrics, r#"threepid_sidecar_identity_calls_total{endpoint="requestToken",outcome="ok"}"#),
+        metric(
+            &metrics,
+            r#"threepid_sidecar_identity_calls_total{endpoint="requestToken",outcome="ok"}"#
+        ),
         1,
         "{metrics}"
     );
@@ -416,7 +435,10 @@ async fn a_phone_number_registers_with_m_login_msisdn_in_direct_mode() {
     let body = answer.json();
     assert_eq!(body["msisdn"], "447400123456");
     let sid = body["sid"].as_str().expect("a sid").to_owned();
-    let submit_url = body["submit_url"].as_str().expect("a submit_url").to_owned();
+    let submit_url = body["submit_url"]
+        .as_str()
+        .expect("a submit_url")
+        .to_owned();
 
     let sms = gateway.wait_for(1, MAIL_WAIT).await.pop().expect("the SMS");
     assert_eq!(sms.to(), "+447400123456");
@@ -431,7 +453,10 @@ async fn a_phone_number_registers_with_m_login_msisdn_in_direct_mode() {
 
     let registered = register_with(&stack, "dave", "m.login.msisdn", &sid, "phone-one").await;
     assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
-    let token = registered.json()["access_token"].as_str().expect("a token").to_owned();
+    let token = registered.json()["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
     let listed = http::send(
         Method::GET,
         &stack.sidecar.url("/_matrix/client/r0/account/3pid"),

@@ -1,9 +1,10 @@
 //! End-to-end tests: the sidecar in front of a real legacy homeserver (Synapse 1.3.1, see
 //! `tests/common/synapse.rs`). Needs `scripts/install-test-deps` first.
 
+mod browser;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
-mod browser;
 mod flows;
 
 use common::synapse::{Synapse, SynapseOptions};

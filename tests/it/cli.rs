@@ -105,36 +105,79 @@ webhook_token_file = {token_file:?}
 fn check_config_prints_the_config_with_secrets_redacted() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = config_with_secrets(dir.path());
-    let out = run(&["check-config", "--config", path.to_str().expect("utf-8")], &[]);
+    let out = run(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    );
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    for secret in [INLINE_SMTP_PASSWORD, URL_SMTP_PASSWORD, REDIS_PASSWORD, FILE_WEBHOOK_TOKEN] {
-        assert!(!out.stdout.contains(secret), "{secret} leaked to stdout:\n{}", out.stdout);
-        assert!(!out.stderr.contains(secret), "{secret} leaked to stderr:\n{}", out.stderr);
+    for secret in [
+        INLINE_SMTP_PASSWORD,
+        URL_SMTP_PASSWORD,
+        REDIS_PASSWORD,
+        FILE_WEBHOOK_TOKEN,
+    ] {
+        assert!(
+            !out.stdout.contains(secret),
+            "{secret} leaked to stdout:\n{}",
+            out.stdout
+        );
+        assert!(
+            !out.stderr.contains(secret),
+            "{secret} leaked to stderr:\n{}",
+            out.stderr
+        );
     }
     let printed: toml::Table = toml::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("check-config printed no TOML ({e}):\n{}", out.stdout));
-    assert_eq!(printed["email"]["smtp_password"].as_str(), Some("<redacted>"));
+    assert_eq!(
+        printed["email"]["smtp_password"].as_str(),
+        Some("<redacted>")
+    );
     assert_eq!(printed["sms"]["webhook_token"].as_str(), Some("<redacted>"));
     assert!(
-        printed["email"]["smtp_url"].as_str().expect("a URL").contains("<redacted>")
-            || printed["email"]["smtp_url"].as_str().expect("a URL").contains("%3Credacted%3E"),
+        printed["email"]["smtp_url"]
+            .as_str()
+            .expect("a URL")
+            .contains("<redacted>")
+            || printed["email"]["smtp_url"]
+                .as_str()
+                .expect("a URL")
+                .contains("%3Credacted%3E"),
         "{}",
         out.stdout
     );
     // Non-secrets are shown as they are.
-    assert_eq!(printed["server"]["server_name"].as_str(), Some("cli-test.example.org"));
+    assert_eq!(
+        printed["server"]["server_name"].as_str(),
+        Some("cli-test.example.org")
+    );
     assert_eq!(printed["email"]["smtp_username"].as_str(), Some("sidecar"));
-    assert_eq!(printed["server"]["listen"].as_str(), Some("127.0.0.1:18080"));
+    assert_eq!(
+        printed["server"]["listen"].as_str(),
+        Some("127.0.0.1:18080")
+    );
 }
 
 #[test]
 fn check_config_refuses_an_unknown_key_with_line_and_column_and_exit_64() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:18080\"\n  listen_port = 3\n")
-        .expect("write the config");
-    let out = run(&["check-config", "--config", path.to_str().expect("utf-8")], &[]);
-    assert_eq!(out.code, Some(EXIT_CONFIG), "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:18080\"\n  listen_port = 3\n",
+    )
+    .expect("write the config");
+    let out = run(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(
+        out.code,
+        Some(EXIT_CONFIG),
+        "stdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
     assert!(out.stderr.contains("listen_port"), "{}", out.stderr);
     assert!(out.stderr.contains("line 3"), "{}", out.stderr);
     assert!(out.stderr.contains("column 3"), "{}", out.stderr);
@@ -149,7 +192,11 @@ fn a_refused_config_exits_64_before_running() {
     // `run` (the default command) refuses it too, without binding anything.
     let out = run(&["--config", path.to_str().expect("utf-8")], &[]);
     assert_eq!(out.code, Some(EXIT_CONFIG), "stderr: {}", out.stderr);
-    assert!(out.stderr.contains("threepid.token_lifetime"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("threepid.token_lifetime"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -168,7 +215,11 @@ fn the_config_path_can_come_from_threepid_sidecar_config() {
     let good = config_with_secrets(dir.path());
     let out = run(&["check-config"], &[("THREEPID_SIDECAR_CONFIG", &good)]);
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    assert!(out.stdout.contains("cli-test.example.org"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("cli-test.example.org"),
+        "{}",
+        out.stdout
+    );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[nonsense]\n").expect("write the config");

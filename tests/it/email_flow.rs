@@ -78,7 +78,11 @@ impl Env {
     async fn redis_keys(&self) -> usize {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         keys.iter()
             .filter(|k| k.contains("session:") || k.contains("lookup:"))
             .count()

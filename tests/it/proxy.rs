@@ -74,8 +74,10 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], limit: Duratio
 async fn method_path_query_body_and_end_to_end_headers_arrive_unchanged() {
     bounded(Duration::from_secs(20), async {
         let (_upstream, sidecar) = setup().await;
-        let path_and_query = "/_matrix/client/r0/rooms/%21abc%3Aexample.org/state/m.room.name/%20x%2Fy\
-                              ?filter=%7B%22limit%22%3A1%7D&dup=1&dup=2&empty=&plus=a+b";
+        let path_and_query = concat!(
+            "/_matrix/client/r0/rooms/%21abc%3Aexample.org/state/m.room.name/%20x%2Fy",
+            "?filter=%7B%22limit%22%3A1%7D&dup=1&dup=2&empty=&plus=a+b",
+        );
         let body: &[u8] = b"\x00\x01 binary \xff\xfe {\"not\": \"parsed\"}";
         let sent: &[(&str, &str)] = &[
             ("authorization", "Bearer syt_secret_token"),
@@ -99,18 +101,36 @@ async fn method_path_query_body_and_end_to_end_headers_arrive_unchanged() {
             .await;
             let echo = echo(&answer);
             assert_eq!(echo.method, method.as_str());
-            assert_eq!(echo.uri, path_and_query, "path and query are passed byte for byte");
+            assert_eq!(
+                echo.uri, path_and_query,
+                "path and query are passed byte for byte"
+            );
             assert_eq!(echo.version, "HTTP/1.1");
             assert_eq!(echo.body_len, body.len() as u64);
             assert_eq!(
                 echo.body_sha256,
                 crate::common::upstream::hex(&sha2::Sha256::digest(body))
             );
-            for name in ["authorization", "x-repeat", "accept-encoding", "cookie", "content-type", "user-agent", "x-odd"] {
-                let want: Vec<&str> = sent.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.trim()).collect();
+            for name in [
+                "authorization",
+                "x-repeat",
+                "accept-encoding",
+                "cookie",
+                "content-type",
+                "user-agent",
+                "x-odd",
+            ] {
+                let want: Vec<&str> = sent
+                    .iter()
+                    .filter(|(k, _)| *k == name)
+                    .map(|(_, v)| v.trim())
+                    .collect();
                 assert_eq!(echo.header_all(name), want, "{method} {name}");
             }
-            assert_eq!(echo.header("content-length"), Some(body.len().to_string().as_str()));
+            assert_eq!(
+                echo.header("content-length"),
+                Some(body.len().to_string().as_str())
+            );
         }
         sidecar.stop().await;
     })
@@ -130,9 +150,12 @@ async fn the_host_header_is_kept() {
         .await;
         let echo = echo(&answer);
         assert_eq!(echo.header_all("host"), ["matrix.example.org:8448"]);
-        assert_eq!(echo.header("x-forwarded-host"), Some("matrix.example.org:8448"));
+        assert_eq!(
+            echo.header("x-forwarded-host"),
+            Some("matrix.example.org:8448")
+        );
 
-        // Without one (the client's own), it is the address the client used.
+        // With the client library's own Host: the address it connected to.
         let echo = self::echo(&http::get(&sidecar.url("/plain")).await);
         assert_eq!(echo.header_all("host"), [sidecar.client.to_string()]);
     })
@@ -142,29 +165,20 @@ async fn the_host_header_is_kept() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_in_both_directions() {
     bounded(Duration::from_secs(10), async {
-        let (_upstream, sidecar) = setup().await;
-        let answer = http::send(
-            Method::GET,
-            &sidecar.url("/hop-by-hop"),
-            &[
-                ("connection", "x-named-hop, X-Other-Hop"),
-                ("x-named-hop", "1"),
-                ("x-other-hop", "2"),
-                ("keep-alive", "timeout=5"),
-                ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
-                ("proxy-connection", "keep-alive"),
-                ("te", "trailers"),
-                ("trailer", "x-checksum"),
-                ("upgrade", "example/1"),
-                ("x-end-to-end", "kept"),
-            ],
-            Bytes::new(),
-        )
-        .await;
-
-        // Toward the homeserver.
-        let echo = echo(&answer);
-        for gone in [
+        let (upstream, sidecar) = setup().await;
+        let sent: &[(&str, &str)] = &[
+            ("connection", "x-named-hop, X-Other-Hop"),
+            ("x-named-hop", "1"),
+            ("x-other-hop", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "example/1"),
+            ("x-end-to-end", "kept"),
+        ];
+        let request_hop = [
             "connection",
             "x-named-hop",
             "x-other-hop",
@@ -174,14 +188,8 @@ async fn hop_by_hop_headers_are_removed_in_both_directions() {
             "te",
             "trailer",
             "upgrade",
-            "transfer-encoding",
-        ] {
-            assert!(!echo.has(gone), "{gone} reached the upstream: {:?}", echo.headers);
-        }
-        assert_eq!(echo.header("x-end-to-end"), Some("kept"));
-
-        // Toward the client.
-        for gone in [
+        ];
+        let response_hop = [
             "connection",
             "x-hop",
             "keep-alive",
@@ -189,7 +197,42 @@ async fn hop_by_hop_headers_are_removed_in_both_directions() {
             "proxy-connection",
             "upgrade",
             "trailer",
-        ] {
+        ];
+
+        // Control: without the sidecar, every one of them goes through both ways.
+        let direct = http::send(
+            Method::GET,
+            &format!("{}/hop-by-hop", upstream.url()),
+            sent,
+            Bytes::new(),
+        )
+        .await;
+        let direct_echo = echo(&direct);
+        for name in request_hop {
+            assert!(direct_echo.has(name), "the control did not send {name}");
+        }
+        for name in response_hop {
+            assert!(
+                direct.headers.contains_key(name),
+                "the control did not receive {name}"
+            );
+        }
+
+        let answer = http::send(Method::GET, &sidecar.url("/hop-by-hop"), sent, Bytes::new()).await;
+
+        // Toward the homeserver.
+        let echo = echo(&answer);
+        for gone in request_hop.into_iter().chain(["transfer-encoding"]) {
+            assert!(
+                !echo.has(gone),
+                "{gone} reached the upstream: {:?}",
+                echo.headers
+            );
+        }
+        assert_eq!(echo.header("x-end-to-end"), Some("kept"));
+
+        // Toward the client.
+        for gone in response_hop {
             assert!(
                 answer.headers.get(gone).is_none(),
                 "{gone} reached the client: {:?}",
@@ -247,7 +290,10 @@ async fn a_trusted_proxy_gets_the_peer_appended_and_keeps_proto_and_host() {
         )
         .await;
         let echo = echo(&answer);
-        assert_eq!(echo.header_all("x-forwarded-for"), ["203.0.113.9, 10.1.1.1, 127.0.0.1"]);
+        assert_eq!(
+            echo.header_all("x-forwarded-for"),
+            ["203.0.113.9, 10.1.1.1, 127.0.0.1"]
+        );
         assert_eq!(echo.header_all("x-forwarded-proto"), ["https"]);
         assert_eq!(echo.header_all("x-forwarded-host"), ["matrix.example.org"]);
         assert_eq!(echo.header_all("host"), ["sidecar.internal:8080"]);
@@ -264,7 +310,10 @@ async fn a_trusted_proxy_gets_the_peer_appended_and_keeps_proto_and_host() {
         );
         assert_eq!(echo.header_all("x-forwarded-for"), ["127.0.0.1"]);
         assert_eq!(echo.header_all("x-forwarded-proto"), ["http"]);
-        assert_eq!(echo.header_all("x-forwarded-host"), ["sidecar.internal:8080"]);
+        assert_eq!(
+            echo.header_all("x-forwarded-host"),
+            ["sidecar.internal:8080"]
+        );
     })
     .await;
 }
@@ -279,11 +328,22 @@ async fn a_64_mib_upload_arrives_byte_identical() {
             .header("content-type", "application/octet-stream")
             .body(PatternBody::new(len, true))
             .expect("a request");
-        let response = client.request(request).await.expect("the upload is answered");
+        let response = client
+            .request(request)
+            .await
+            .expect("the upload is answered");
         assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.expect("the echo").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the echo")
+            .to_bytes();
         let echo: Echo = serde_json::from_slice(&body).expect("an echo");
-        assert_eq!(echo.header("content-length"), Some(len.to_string().as_str()));
+        assert_eq!(
+            echo.header("content-length"),
+            Some(len.to_string().as_str())
+        );
         assert_eq!(echo.body_len, len);
         assert_eq!(echo.body_sha256, pattern_sha256(len));
     })
@@ -297,11 +357,19 @@ async fn a_64_mib_download_arrives_byte_identical() {
         let len = 64 * MIB;
         let client = http::client();
         let response = client
-            .get(sidecar.url(&format!("/download/{len}")).parse().expect("a URI"))
+            .get(
+                sidecar
+                    .url(&format!("/download/{len}"))
+                    .parse()
+                    .expect("a URI"),
+            )
             .await
             .expect("the download starts");
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-length"], len.to_string().as_str());
+        assert_eq!(
+            response.headers()["content-length"],
+            len.to_string().as_str()
+        );
         let (sha, got) = hash_body(response.into_body()).await;
         assert_eq!(got, len);
         assert_eq!(sha, pattern_sha256(len));
@@ -318,9 +386,17 @@ async fn chunked_request_bodies_are_streamed_through() {
         let request = Request::put(sidecar.url("/_matrix/media/v3/upload/example.org/abc"))
             .body(PatternBody::new(len, false))
             .expect("a request");
-        let response = client.request(request).await.expect("the upload is answered");
+        let response = client
+            .request(request)
+            .await
+            .expect("the upload is answered");
         assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.expect("the echo").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the echo")
+            .to_bytes();
         let echo: Echo = serde_json::from_slice(&body).expect("an echo");
         assert_eq!(echo.header_all("transfer-encoding"), ["chunked"]);
         assert!(!echo.has("content-length"));
@@ -336,7 +412,12 @@ async fn chunked_response_bodies_are_streamed_through() {
         let (_upstream, sidecar) = setup().await;
         let len = 3 * MIB + 5;
         let response = http::client()
-            .get(sidecar.url(&format!("/download/{len}?chunked=1")).parse().expect("a URI"))
+            .get(
+                sidecar
+                    .url(&format!("/download/{len}?chunked=1"))
+                    .parse()
+                    .expect("a URI"),
+            )
             .await
             .expect("the download starts");
         assert_eq!(response.status(), StatusCode::OK);
@@ -360,22 +441,38 @@ async fn an_http2_client_is_forwarded_as_http1_with_a_host_header() {
                 .expect("an h2c prior-knowledge handshake");
         tokio::spawn(connection);
         let body = Bytes::from_static(b"{\"over\":\"h2\"}");
-        let request = Request::post(sidecar.url("/_matrix/client/r0/rooms/%21r%3Ax/send/m.room.message/t1?a=b"))
-            .header("authorization", "Bearer h2-token")
-            .header("x-repeat", "1")
-            .header("x-repeat", "2")
-            .body(Full::new(body.clone()))
-            .expect("a request");
-        let response = sender.send_request(request).await.expect("an answer over h2");
+        let request = Request::post(
+            sidecar.url("/_matrix/client/r0/rooms/%21r%3Ax/send/m.room.message/t1?a=b"),
+        )
+        .header("authorization", "Bearer h2-token")
+        .header("x-repeat", "1")
+        .header("x-repeat", "2")
+        .body(Full::new(body.clone()))
+        .expect("a request");
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("an answer over h2");
         assert_eq!(response.version(), Version::HTTP_2);
         assert_eq!(response.status(), StatusCode::OK);
-        let bytes = response.into_body().collect().await.expect("the echo").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the echo")
+            .to_bytes();
         let echo: Echo = serde_json::from_slice(&bytes).expect("an echo");
         assert_eq!(echo.version, "HTTP/1.1");
         assert_eq!(echo.method, "POST");
-        assert_eq!(echo.uri, "/_matrix/client/r0/rooms/%21r%3Ax/send/m.room.message/t1?a=b");
+        assert_eq!(
+            echo.uri,
+            "/_matrix/client/r0/rooms/%21r%3Ax/send/m.room.message/t1?a=b"
+        );
         assert_eq!(echo.header_all("host"), [sidecar.client.to_string()]);
-        assert_eq!(echo.header("x-forwarded-host"), Some(sidecar.client.to_string().as_str()));
+        assert_eq!(
+            echo.header("x-forwarded-host"),
+            Some(sidecar.client.to_string().as_str())
+        );
         assert_eq!(echo.header("authorization"), Some("Bearer h2-token"));
         assert_eq!(echo.header_all("x-repeat"), ["1", "2"]);
         assert_eq!(echo.body_len, body.len() as u64);
@@ -414,7 +511,10 @@ async fn a_slow_upstream_gets_504_with_a_matrix_body() {
         assert_eq!(answer.errcode(), "M_UNKNOWN");
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(300), "{took:?}");
-        assert!(took < Duration::from_millis(2000), "the timeout did not fire: {took:?}");
+        assert!(
+            took < Duration::from_millis(2000),
+            "the timeout did not fire: {took:?}"
+        );
     })
     .await;
 }
@@ -427,7 +527,8 @@ async fn a_sync_long_poll_longer_than_the_response_timeout_is_not_cut_short() {
         })
         .await;
         let started = Instant::now();
-        let answer = http::get(&sidecar.url("/_matrix/client/r0/sync?since=s72_1&timeout=900")).await;
+        let answer =
+            http::get(&sidecar.url("/_matrix/client/r0/sync?since=s72_1&timeout=900")).await;
         let echo = echo(&answer);
         assert!(started.elapsed() >= Duration::from_millis(900));
         assert_eq!(echo.uri, "/_matrix/client/r0/sync?since=s72_1&timeout=900");
@@ -471,7 +572,13 @@ async fn oversized_request_headers_get_431() {
         .await;
         // Under the limit: forwarded.
         let fits = "a".repeat(4000);
-        let answer = http::send(Method::GET, &sidecar.url("/fits"), &[("x-big", &fits)], Bytes::new()).await;
+        let answer = http::send(
+            Method::GET,
+            &sidecar.url("/fits"),
+            &[("x-big", &fits)],
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(echo(&answer).header("x-big"), Some(fits.as_str()));
 
         let big = "b".repeat(9000);
@@ -496,16 +603,161 @@ async fn metrics_count_requests_by_route_and_status_and_upstream_errors_by_kind(
         let metrics = http::get(&sidecar.admin_url("/metrics")).await;
         assert_eq!(metrics.status, StatusCode::OK);
         let text = metrics.text();
-        for line in [
-            r#"threepid_sidecar_http_requests_total{route="forwarded",status="5xx"} 1"#,
-            r#"threepid_sidecar_http_requests_total{route="versions",status="5xx"} 1"#,
-            r#"threepid_sidecar_upstream_errors_total{kind="connect"} 2"#,
-            "threepid_sidecar_upstream_response_seconds_count 2",
-            r#"threepid_sidecar_upstream_response_seconds_bucket{le="+Inf"} 2"#,
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .parse()
+                .expect("a number")
+        };
+        assert_eq!(
+            value(r#"threepid_sidecar_http_requests_total{route="forwarded",status="5xx"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"threepid_sidecar_http_requests_total{route="versions",status="5xx"}"#),
+            1.0
+        );
+        // At least these two; the sidecar may also have asked the upstream on its own.
+        assert!(value(r#"threepid_sidecar_upstream_errors_total{kind="connect"}"#) >= 2.0);
+        let count = value("threepid_sidecar_upstream_response_seconds_count");
+        assert!(count >= 2.0, "{text}");
+        assert_eq!(
+            value(r#"threepid_sidecar_upstream_response_seconds_bucket{le="+Inf"}"#),
+            count
+        );
+        assert!(
+            text.contains("# TYPE threepid_sidecar_upstream_response_seconds histogram"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+/// A request body fed by the test, chunk by chunk, as a slow client sends it.
+struct ChannelBody {
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    len: u64,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.chunks
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
+    }
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
+    bounded(Duration::from_secs(10), async {
+        let (_upstream, sidecar) = setup_with(|c| {
+            c.set("upstream.response_timeout", "300ms");
+        })
+        .await;
+        // 10 KiB over a second: a phone uploading a video, scaled down.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let chunk = Bytes::from(vec![b'v'; 1024]);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if tx.send(chunk.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
+        let request = Request::post(sidecar.url("/_matrix/media/r0/upload?filename=clip.mp4"))
+            .body(ChannelBody {
+                chunks: rx,
+                len: 10 * 1024,
+            })
+            .expect("a request");
+        let response = client.request(request).await.expect("an answer");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the answer's body")
+            .to_bytes();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the upload was cut off: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let echo: Echo = serde_json::from_slice(&body).expect("an echo");
+        assert_eq!(echo.body_len, 10 * 1024);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_request_headers_over_http2_get_431() {
+    bounded(Duration::from_secs(10), async {
+        let (upstream, sidecar) = setup_with(|c| {
+            c.set("server.max_header_bytes", 8192i64);
+        })
+        .await;
+        let stream = TcpStream::connect(sidecar.client).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an h2c prior-knowledge handshake");
+        tokio::spawn(connection);
+        let request = Request::get(sidecar.url("/too-big"))
+            .header("x-big", "b".repeat(20_000))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let response = sender.send_request(request).await;
+        match response {
+            Ok(response) => assert_eq!(
+                response.status(),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            ),
+            Err(e) => panic!("no 431 over h2: {e:?}"),
         }
-        assert!(text.contains("# TYPE threepid_sidecar_upstream_response_seconds histogram"), "{text}");
+        assert_eq!(upstream.hits("/too-big"), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_http2_client_that_resets_its_stream_cancels_the_upstream_request() {
+    bounded(Duration::from_secs(10), async {
+        let (upstream, sidecar) = setup().await;
+        let stream = TcpStream::connect(sidecar.client).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an h2c prior-knowledge handshake");
+        tokio::spawn(connection);
+        let request = Request::get(sidecar.url("/hang"))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let pending = tokio::spawn(sender.send_request(request));
+        assert!(
+            wait_until(Duration::from_secs(3), || upstream.hits("/hang") == 1).await,
+            "the request reached the upstream"
+        );
+        // Dropping the response future resets the stream; the connection stays open.
+        pending.abort();
+        assert!(
+            wait_until(Duration::from_secs(2), || upstream.hangs_dropped() == 1).await,
+            "the upstream request was not cancelled when the client reset its stream"
+        );
+        assert!(sender.is_ready(), "the h2 connection is still up");
     })
     .await;
 }

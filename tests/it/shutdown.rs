@@ -121,7 +121,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(not_ready, "/health/ready did not turn 503; log:\n{}", log());
-    assert!(!slow.is_finished(), "readiness turned false only after the drain");
+    assert!(
+        !slow.is_finished(),
+        "readiness turned false only after the drain"
+    );
 
     // New connections to the client port are refused.
     let mut refused = false;

@@ -50,7 +50,11 @@ fn rich_body() -> Value {
             "org.matrix.e2e_cross_signing": true,
             "org.example.nested": {"not": "a bool"}
         },
-        "zz_server": {"name": "Synapse", "version": "1.3.1", "deep": [1, 2.5, null, {"x": "ünïcödé ✓"}]},
+        "zz_server": {
+            "name": "Synapse",
+            "version": "1.3.1",
+            "deep": [1, 2.5, null, {"x": "ünïcödé ✓"}]
+        },
         "a_number": 1.5e10,
         "a_null": null,
         "an_empty_list": []
@@ -71,7 +75,13 @@ async fn the_flag_is_injected_and_everything_else_is_kept() {
         want["unstable_features"][FLAG] = Value::Bool(false);
         assert_eq!(got, want);
         // Key order, too, at both levels.
-        let keys = |v: &Value| v.as_object().expect("an object").keys().cloned().collect::<Vec<_>>();
+        let keys = |v: &Value| {
+            v.as_object()
+                .expect("an object")
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keys(&got), keys(&original));
         assert_eq!(
             keys(&got["unstable_features"]),
@@ -90,8 +100,11 @@ async fn the_flag_is_injected_and_everything_else_is_kept() {
 #[tokio::test]
 async fn unstable_features_is_created_when_absent() {
     bounded(async {
-        let (_upstream, sidecar) =
-            setup(Canned::json(StatusCode::OK, &json!({"versions": ["r0.5.0"]}))).await;
+        let (_upstream, sidecar) = setup(Canned::json(
+            StatusCode::OK,
+            &json!({"versions": ["r0.5.0"]}),
+        ))
+        .await;
         let answer = http::get(&sidecar.url(VERSIONS)).await;
         assert_eq!(
             answer.json(),
@@ -122,20 +135,40 @@ async fn a_true_flag_is_turned_false() {
 async fn accept_encoding_is_not_sent_upstream() {
     bounded(async {
         let (upstream, sidecar) = setup(Canned::json(StatusCode::OK, &rich_body())).await;
-        let headers = [("accept-encoding", "gzip, deflate, br"), ("authorization", "Bearer t")];
+        let headers = [
+            ("accept-encoding", "gzip, deflate, br"),
+            ("authorization", "Bearer t"),
+        ];
         let answer = http::send(Method::GET, &sidecar.url(VERSIONS), &headers, Bytes::new()).await;
         assert_eq!(answer.status, StatusCode::OK);
+        // The sidecar may read /versions itself too (path_compat); none of its requests
+        // asks for compression either.
         let seen = upstream.seen();
-        let versions = seen.iter().find(|s| s.path == VERSIONS).expect("the upstream was asked");
-        assert_eq!(versions.header("accept-encoding"), None, "{:?}", versions.headers);
-        assert_eq!(versions.header("authorization"), Some("Bearer t"));
+        let asked: Vec<_> = seen.iter().filter(|s| s.path == VERSIONS).collect();
+        assert!(
+            asked
+                .iter()
+                .any(|s| s.header("authorization") == Some("Bearer t")),
+            "the client's request reached the upstream: {asked:?}"
+        );
+        for versions in asked {
+            assert_eq!(
+                versions.header("accept-encoding"),
+                None,
+                "{:?}",
+                versions.headers
+            );
+        }
 
         // Forwarded requests keep theirs.
         let other = "/_matrix/client/r0/pushrules/";
         let _ = http::send(Method::GET, &sidecar.url(other), &headers, Bytes::new()).await;
         let seen = upstream.seen();
         let forwarded = seen.iter().find(|s| s.path == other).expect("forwarded");
-        assert_eq!(forwarded.header("accept-encoding"), Some("gzip, deflate, br"));
+        assert_eq!(
+            forwarded.header("accept-encoding"),
+            Some("gzip, deflate, br")
+        );
     })
     .await;
 }
@@ -143,9 +176,14 @@ async fn accept_encoding_is_not_sent_upstream() {
 #[tokio::test]
 async fn an_upstream_error_passes_unchanged() {
     bounded(async {
-        let body = br#"{"errcode":"M_UNKNOWN","error":"Internal server error", "unstable_features": {}}"#;
-        let (_upstream, sidecar) =
-            setup(Canned::raw(StatusCode::INTERNAL_SERVER_ERROR, "application/json", &body[..])).await;
+        let body =
+            br#"{"errcode":"M_UNKNOWN","error":"Internal server error", "unstable_features": {}}"#;
+        let (_upstream, sidecar) = setup(Canned::raw(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            &body[..],
+        ))
+        .await;
         let answer = http::get(&sidecar.url(VERSIONS)).await;
         assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(&answer.body[..], &body[..]);
@@ -187,6 +225,31 @@ async fn the_content_length_matches_the_rewritten_body() {
             assert!(answer.body.len() > original_len, "the flag was added");
             assert_content_length_is_right(&answer);
             assert!(answer.headers.get("transfer-encoding").is_none());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_versions_answer_too_large_to_rewrite_passes_unchanged() {
+    bounded(async {
+        // Over the sidecar's 1 MiB rewrite limit, with and without a Content-Length.
+        let big = json!({"versions": ["r0.5.0"], "padding": "p".repeat(2 << 20)});
+        for canned in [
+            Canned::json(StatusCode::OK, &big),
+            Canned::json(StatusCode::OK, &big).chunked(),
+        ] {
+            let original = canned.body.clone();
+            let (_upstream, sidecar) = setup(canned).await;
+            let answer = http::get(&sidecar.url(VERSIONS)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "{}",
+                answer.text().chars().take(200).collect::<String>()
+            );
+            assert_eq!(answer.body.len(), original.len());
+            assert!(answer.body == original, "the answer changed");
         }
     })
     .await;

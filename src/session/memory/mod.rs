@@ -322,7 +322,10 @@ impl SessionStore for MemoryStore {
         let ttl = u64::try_from(PURPOSE_NOTE_TTL.as_millis()).unwrap_or(u64::MAX);
         let mut notes = self.purposes.lock().unwrap_or_else(|e| e.into_inner());
         // Notes are short-lived; sweep the expired ones now and then, not on every insert.
-        if notes.len().is_multiple_of(usize::try_from(SWEEP_EVERY).unwrap_or(1024)) {
+        if notes
+            .len()
+            .is_multiple_of(usize::try_from(SWEEP_EVERY).unwrap_or(1024))
+        {
             notes.retain(|_, (_, expires)| *expires > now_ms);
         }
         notes.insert(

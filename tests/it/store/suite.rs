@@ -309,24 +309,49 @@ pub(super) async fn ping_answers(store: Arc<dyn SessionStore>) {
     store.ping().await.expect("ping");
 }
 
-pub(super) async fn a_noted_purpose_is_found_for_the_same_request_only(store: Arc<dyn SessionStore>) {
+pub(super) async fn a_noted_purpose_is_found_for_the_same_request_only(
+    store: Arc<dyn SessionStore>,
+) {
     let other = SecretHash::of("other");
     store
-        .note_purpose(Medium::Email, "a@example.org", &secret(), Purpose::PasswordReset, NOW)
+        .note_purpose(
+            Medium::Email,
+            "a@example.org",
+            &secret(),
+            Purpose::PasswordReset,
+            NOW,
+        )
         .await
         .unwrap();
     let found = |medium, address: &'static str, secret: SecretHash| {
         let store = store.clone();
-        async move { store.purpose_for(medium, address, &secret, NOW + 1).await.unwrap() }
+        async move {
+            store
+                .purpose_for(medium, address, &secret, NOW + 1)
+                .await
+                .unwrap()
+        }
     };
-    assert_eq!(found(Medium::Email, "a@example.org", secret()).await, Some(Purpose::PasswordReset));
+    assert_eq!(
+        found(Medium::Email, "a@example.org", secret()).await,
+        Some(Purpose::PasswordReset)
+    );
     assert_eq!(found(Medium::Email, "a@example.org", other).await, None);
     assert_eq!(found(Medium::Email, "b@example.org", secret()).await, None);
     assert_eq!(found(Medium::Msisdn, "a@example.org", secret()).await, None);
     // A later note for the same request wins.
     store
-        .note_purpose(Medium::Email, "a@example.org", &secret(), Purpose::AddThreepid, NOW + 2)
+        .note_purpose(
+            Medium::Email,
+            "a@example.org",
+            &secret(),
+            Purpose::AddThreepid,
+            NOW + 2,
+        )
         .await
         .unwrap();
-    assert_eq!(found(Medium::Email, "a@example.org", secret()).await, Some(Purpose::AddThreepid));
+    assert_eq!(
+        found(Medium::Email, "a@example.org", secret()).await,
+        Some(Purpose::AddThreepid)
+    );
 }

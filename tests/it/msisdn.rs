@@ -1,0 +1,368 @@
+//! Phone-number verification through the sidecar with a real redis-server and a stand-in SMS
+//! gateway that records what it is sent: requestToken → the SMS → `submit_url` →
+//! getValidated3pid; wrong codes; a gateway that refuses; the log transport.
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::http::{self, Answer};
+use crate::common::redis::RedisServer;
+use crate::common::sidecar::{Sidecar, TestConfig};
+use crate::common::webhook::{SEND_PATH, SmsGateway};
+
+const GATEWAY_TOKEN: &str = "gw-token-5f2c";
+const SMS_WAIT: Duration = Duration::from_secs(5);
+
+/// A sidecar on Redis whose SMS go to the stand-in gateway; the upstream is never reached.
+struct Env {
+    sidecar: Sidecar,
+    gateway: SmsGateway,
+    redis: RedisServer,
+}
+
+impl Env {
+    async fn start(extra: impl FnOnce(&mut TestConfig)) -> Self {
+        let redis = RedisServer::start();
+        let gateway = SmsGateway::start().await;
+        let mut config = TestConfig::new("http://127.0.0.1:9");
+        config
+            .set("store.backend", "redis")
+            .set("store.url", redis.url())
+            .set("sms.transport", "webhook")
+            .set("sms.webhook_url", gateway.url())
+            .set("sms.webhook_token", GATEWAY_TOKEN)
+            .set("sms.timeout", "3s")
+            .set("email.app_name", "Example Chat");
+        extra(&mut config);
+        let sidecar = Sidecar::start(config).await;
+        Self {
+            sidecar,
+            gateway,
+            redis,
+        }
+    }
+
+    async fn request_token(&self, endpoint: &str, body: &Value) -> Answer {
+        http::post_json(
+            &self.sidecar.url(&format!(
+                "/_matrix/client/v3/{endpoint}/msisdn/requestToken"
+            )),
+            body,
+        )
+        .await
+    }
+
+    fn submit_url(&self) -> String {
+        self.sidecar
+            .url("/_matrix/client/unstable/threepid/msisdn/submit_token")
+    }
+
+    async fn submit(&self, sid: &str, client_secret: &str, token: &str) -> Answer {
+        http::post_json(
+            &self.submit_url(),
+            &json!({"sid": sid, "client_secret": client_secret, "token": token}),
+        )
+        .await
+    }
+
+    async fn get_validated(&self, sid: &str, client_secret: &str) -> Answer {
+        let url = format!(
+            "https://localhost:{}/_matrix/identity/api/v1/3pid/getValidated3pid?sid={sid}&client_secret={client_secret}",
+            self.sidecar.identity.port()
+        );
+        let ca = self
+            .sidecar
+            .config
+            .dir
+            .path()
+            .join("certs/identity-cert.pem");
+        http::get_tls(&url, &ca).await
+    }
+
+    /// Sessions and address lookups; rate-limit keys are not sessions.
+    async fn session_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.redis.url()).expect("a redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis answers");
+        let mut keys = Vec::new();
+        for pattern in ["*session:*", "*lookup:*"] {
+            let found: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS answers");
+            keys.extend(found);
+        }
+        keys
+    }
+}
+
+fn body(client_secret: &str, phone_number: &str, send_attempt: u64) -> Value {
+    json!({
+        "client_secret": client_secret, "country": "GB", "phone_number": phone_number,
+        "send_attempt": send_attempt
+    })
+}
+
+/// Any six-digit code but `code`.
+fn other_code(code: &str) -> String {
+    let n: u32 = code.parse().expect("six digits");
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+#[tokio::test]
+async fn an_sms_code_posted_to_submit_url_validates_the_session_for_the_homeserver() {
+    let env = Env::start(|_| {}).await;
+    let cases = [
+        (
+            "register",
+            "07400 123456",
+            "447400123456",
+            "+44 7400 123456",
+        ),
+        (
+            "account/password",
+            "07400123457",
+            "447400123457",
+            "+44 7400 123457",
+        ),
+        (
+            "account/3pid",
+            "+44 7400 123458",
+            "447400123458",
+            "+44 7400 123458",
+        ),
+    ];
+    for (i, (endpoint, dialled, msisdn, intl_fmt)) in cases.into_iter().enumerate() {
+        let secret = format!("sms-secret-{i}");
+        let answer = env
+            .request_token(endpoint, &body(&secret, dialled, 1))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{endpoint}: {}",
+            answer.text()
+        );
+        let answer = answer.json();
+        let sid = answer["sid"].as_str().expect("a sid").to_owned();
+        assert!(
+            sid.len() >= 24 && sid.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{sid}"
+        );
+        assert_eq!(
+            answer,
+            json!({
+                "sid": sid,
+                "submit_url": format!(
+                    "http://{}/_matrix/client/unstable/threepid/msisdn/submit_token",
+                    env.sidecar.client
+                ),
+                "msisdn": msisdn,
+                "intl_fmt": intl_fmt,
+                "success": true,
+            }),
+            "{endpoint}"
+        );
+
+        // The gateway got the code, already, with the bearer token.
+        assert_eq!(
+            env.gateway.count(),
+            i + 1,
+            "{endpoint}: one SMS per request"
+        );
+        let sms = env.gateway.received().pop().expect("an SMS");
+        assert_eq!(sms.method, "POST");
+        assert_eq!(sms.path, SEND_PATH);
+        assert_eq!(
+            sms.header("authorization"),
+            Some(format!("Bearer {GATEWAY_TOKEN}").as_str())
+        );
+        assert!(
+            sms.header("content-type")
+                .is_some_and(|v| v.starts_with("application/json")),
+            "{:?}",
+            sms.headers
+        );
+        let sent = sms.json();
+        let keys: Vec<&String> = sent.as_object().expect("a JSON object").keys().collect();
+        assert_eq!(keys, ["to", "body"], "{sent}");
+        assert_eq!(sms.to(), format!("+{msisdn}"));
+        let code = sms.code();
+        assert!(
+            sms.text().contains("Example Chat"),
+            "the app is named: {}",
+            sms.text()
+        );
+
+        let not_yet = env.get_validated(&sid, &secret).await;
+        assert_eq!(not_yet.status, StatusCode::BAD_REQUEST);
+        assert_eq!(not_yet.errcode(), "M_SESSION_NOT_VALIDATED");
+
+        // The client posts the code to the submit_url it was given.
+        let submitted = http::post_json(
+            answer["submit_url"].as_str().expect("a submit_url"),
+            &json!({"sid": sid, "client_secret": secret, "token": code}),
+        )
+        .await;
+        assert_eq!(submitted.status, StatusCode::OK, "{}", submitted.text());
+        assert_eq!(submitted.json(), json!({"success": true}));
+
+        let validated = env.get_validated(&sid, &secret).await;
+        assert_eq!(validated.status, StatusCode::OK, "{}", validated.text());
+        let validated = validated.json();
+        assert_eq!(validated["medium"], "msisdn");
+        assert_eq!(validated["address"], msisdn);
+        assert!(validated["validated_at"].as_u64().expect("a time") > 1_700_000_000_000);
+    }
+}
+
+#[tokio::test]
+async fn send_attempt_decides_whether_a_new_sms_goes_out() {
+    let env = Env::start(|_| {}).await;
+    let first = env
+        .request_token("register", &body("sa", "07400 100001", 1))
+        .await;
+    let sid = first.json()["sid"].clone();
+    let again = env
+        .request_token("register", &body("sa", "07400 100001", 1))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["sid"], sid, "same attempt → same sid");
+    assert_eq!(env.gateway.count(), 1, "same attempt → no second SMS");
+    let higher = env
+        .request_token("register", &body("sa", "07400 100001", 2))
+        .await;
+    assert_eq!(higher.json()["sid"], sid, "higher attempt → same sid");
+    let sent = env.gateway.wait_for(2, SMS_WAIT).await;
+    assert_ne!(sent[0].code(), sent[1].code(), "a new code per send");
+    // The older code is still good.
+    let sid = sid.as_str().expect("a sid");
+    let ok = env.submit(sid, "sa", &sent[0].code()).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+}
+
+#[tokio::test]
+async fn wrong_codes_exhaust_the_session_even_for_the_right_code() {
+    let env = Env::start(|c| {
+        c.set("threepid.max_submit_attempts", 3);
+    })
+    .await;
+    let answer = env
+        .request_token("register", &body("wc", "07400 200002", 1))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
+    let code = env.gateway.wait_for(1, SMS_WAIT).await[0].code();
+    let wrong = other_code(&code);
+    for attempt in 1..=3 {
+        let bad = env.submit(&sid, "wc", &wrong).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "attempt {attempt}");
+        assert_eq!(bad.errcode(), "M_TOKEN_INCORRECT", "attempt {attempt}");
+    }
+    let late = env.submit(&sid, "wc", &code).await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST, "{}", late.text());
+    assert_eq!(late.errcode(), "M_SESSION_EXPIRED");
+    let gv = env.get_validated(&sid, "wc").await;
+    assert_eq!(gv.status, StatusCode::BAD_REQUEST);
+    assert_eq!(gv.errcode(), "M_SESSION_EXPIRED");
+}
+
+#[tokio::test]
+async fn a_gateway_that_refuses_gets_500_and_leaves_no_session() {
+    let env = Env::start(|_| {}).await;
+    env.gateway.set_status(StatusCode::INTERNAL_SERVER_ERROR);
+    let request = body("gw", "07400 300003", 1);
+    let answer = env.request_token("register", &request).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.errcode(), "M_UNKNOWN");
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not be sent"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(env.gateway.count(), 1, "the gateway was asked");
+    assert_eq!(
+        env.session_keys().await,
+        Vec::<String>::new(),
+        "no session left"
+    );
+
+    // The gateway recovers: the same send_attempt sends, and the session works.
+    env.gateway.set_status(StatusCode::OK);
+    let answer = env.request_token("register", &request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
+    let sent = env.gateway.wait_for(2, SMS_WAIT).await;
+    assert_eq!(sent.len(), 2);
+    let ok = env.submit(&sid, "gw", &sent[1].code()).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    assert_eq!(env.get_validated(&sid, "gw").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refused_resend_leaves_the_session_as_it_was() {
+    let env = Env::start(|_| {}).await;
+    let first = env
+        .request_token("register", &body("rs", "07400 400004", 1))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let sid = first.json()["sid"].as_str().expect("a sid").to_owned();
+    let first_code = env.gateway.wait_for(1, SMS_WAIT).await[0].code();
+
+    env.gateway.set_status(StatusCode::SERVICE_UNAVAILABLE);
+    let refused = env
+        .request_token("register", &body("rs", "07400 400004", 2))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.errcode(), "M_UNKNOWN");
+    assert_eq!(env.gateway.count(), 2, "the gateway was asked");
+
+    // The refused attempt did not count: after recovery, attempt 2 sends again.
+    env.gateway.set_status(StatusCode::OK);
+    let retried = env
+        .request_token("register", &body("rs", "07400 400004", 2))
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.text());
+    assert_eq!(retried.json()["sid"], sid.as_str(), "the same session");
+    let sent = env.gateway.wait_for(3, SMS_WAIT).await;
+    assert_eq!(sent.len(), 3, "attempt 2 was sent once it could be");
+    // The first code is still good.
+    let ok = env.submit(&sid, "rs", &first_code).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    assert_eq!(env.get_validated(&sid, "rs").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_log_transport_answers_like_the_webhook() {
+    let mut config = TestConfig::new("http://127.0.0.1:9");
+    config.set("sms.transport", "log");
+    let sidecar = Sidecar::start(config).await;
+    let answer = http::post_json(
+        &sidecar.url("/_matrix/client/r0/register/msisdn/requestToken"),
+        &body("log", "07400 123456", 1),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let answer = answer.json();
+    assert!(answer["sid"].is_string(), "{answer}");
+    assert_eq!(answer["msisdn"], "447400123456");
+    assert_eq!(answer["success"], true);
+}
