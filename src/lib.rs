@@ -46,7 +46,7 @@ use crate::templates::Templates;
 pub struct AppState {
     pub config: Config,
     pub upstream: Upstream,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub store: Arc<dyn SessionStore>,
     pub mailer: Arc<dyn Mailer>,
     pub sms: Arc<dyn SmsSender>,
@@ -144,20 +144,27 @@ impl Running {
     }
 }
 
-fn build_store(config: &Config) -> Result<Arc<dyn SessionStore>, session::StoreError> {
+fn build_store(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn SessionStore>, session::StoreError> {
     let settings = StoreSettings {
         key_prefix: config.store.key_prefix.clone(),
         session_lifetime: config.threepid.session_lifetime,
         max_submit_attempts: config.threepid.max_submit_attempts,
     };
-    Ok(match config.store.backend {
+    let backend: Arc<dyn SessionStore> = match config.store.backend {
         StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),
         StoreBackend::Redis => Arc::new(session::redis::RedisStore::new(
             &config.store.url,
             settings,
             config.store.command_timeout,
         )?),
-    })
+    };
+    Ok(Arc::new(session::metered::Metered::new(
+        backend,
+        metrics.clone(),
+    )))
 }
 
 /// Builds the state, binds every listener and starts serving. Returns once all listeners
@@ -170,7 +177,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         templates.clone(),
     )?);
     let sms = sms::from_config(&config.sms, &config.email.app_name, templates.clone())?;
-    let store = build_store(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let store = build_store(&config, &metrics)?;
     let upstream = Upstream::new(&config.upstream)?;
 
     let client_tls = config
@@ -232,7 +240,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = Arc::new(AppState {
         config,
         upstream,
-        metrics: Metrics::new(),
+        metrics,
         store,
         mailer,
         sms,

@@ -76,6 +76,17 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MessageLabels {
+    medium: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
 }
@@ -96,8 +107,17 @@ pub struct Metrics {
     request_tokens: Family<EndpointLabels, Counter>,
     submits: Family<EndpointLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
+    store_latency: Family<OperationLabels, Histogram>,
+    store_errors: Family<OperationLabels, Counter>,
+    messages: Family<MessageLabels, Counter>,
     path_compat: Gauge,
     ready: Gauge,
+}
+
+fn store_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
 }
 
 impl Default for Metrics {
@@ -154,6 +174,26 @@ impl Metrics {
             "Requests refused with 429, by limit",
             rate_limited.clone(),
         );
+        let store_latency = Family::<OperationLabels, Histogram>::new_with_constructor(
+            store_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "store_call_seconds",
+            "Session store calls by operation",
+            store_latency.clone(),
+        );
+        let store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Session store calls that failed (unreachable, timed out), by operation",
+            store_errors.clone(),
+        );
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "Verification messages by medium and outcome (sent, failed)",
+            messages.clone(),
+        );
         let path_compat = Gauge::default();
         registry.register(
             "path_compat_active",
@@ -175,6 +215,9 @@ impl Metrics {
             request_tokens,
             submits,
             rate_limited,
+            store_latency,
+            store_errors,
+            messages,
             path_compat,
             ready,
         }
@@ -222,6 +265,22 @@ impl Metrics {
     pub fn rate_limited(&self, limit: &'static str) {
         self.rate_limited
             .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    pub fn store_call(&self, operation: &'static str, elapsed: Duration, ok: bool) {
+        let labels = OperationLabels { operation };
+        self.store_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if !ok {
+            self.store_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn message(&self, medium: &'static str, outcome: &'static str) {
+        self.messages
+            .get_or_create(&MessageLabels { medium, outcome })
             .inc();
     }
 

@@ -318,6 +318,7 @@ pub async fn issue(
         }
         SendDecision::Send { sid, .. } => {
             if let Err(e) = deliver(state, req, purpose, sid, &token).await {
+                state.metrics.message(req.medium.as_str(), "failed");
                 tracing::warn!(to = %masked, error = %e, "requestToken: could not send");
                 if let Err(undo) = state.store.undo_send(&decision, &token_hash).await {
                     tracing::error!(error = %undo, "requestToken: could not take back the session");
@@ -327,6 +328,7 @@ pub async fn issue(
                     Medium::Msisdn => "The verification SMS could not be sent; try again later.",
                 }));
             }
+            state.metrics.message(req.medium.as_str(), "sent");
             tracing::info!(to = %masked, medium = %req.medium, "requestToken: token sent");
             Ok((sid.clone(), "sent"))
         }

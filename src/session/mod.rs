@@ -4,6 +4,7 @@
 //! for production, with the same semantics and one shared test suite.
 
 pub mod memory;
+pub mod metered;
 pub mod redis;
 
 use std::fmt;

@@ -1,0 +1,118 @@
+//! A [`SessionStore`] that times every call and counts failures, whichever backend is
+//! behind it: the store command latency histogram and error counter on `/metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use super::{
+    Medium, Purpose, SendDecision, SendRequest, Session, SessionStore, StoreError, SubmitOutcome,
+};
+use crate::config::RateLimit;
+use crate::metrics::Metrics;
+use crate::ratelimit::{LimitKey, RateDecision};
+use crate::token::{SecretHash, TokenHash};
+
+/// Wraps a store; every call is observed under its operation name.
+pub struct Metered {
+    inner: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    pub fn new(inner: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn observe<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        call: BoxFuture<'a, Result<T, StoreError>>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        async move {
+            let started = Instant::now();
+            let result = call.await;
+            self.metrics
+                .store_call(operation, started.elapsed(), result.is_ok());
+            result
+        }
+        .boxed()
+    }
+}
+
+impl SessionStore for Metered {
+    fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
+        self.observe("begin_send", self.inner.begin_send(req))
+    }
+
+    fn undo_send<'a>(
+        &'a self,
+        decision: &'a SendDecision,
+        token: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.observe("undo_send", self.inner.undo_send(decision, token))
+    }
+
+    fn get<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        self.observe("get", self.inner.get(sid, now_ms))
+    }
+
+    fn submit<'a>(
+        &'a self,
+        sid: &'a str,
+        client_secret: &'a SecretHash,
+        token: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<SubmitOutcome, StoreError>> {
+        self.observe(
+            "submit",
+            self.inner.submit(sid, client_secret, token, now_ms),
+        )
+    }
+
+    fn rate_limit<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RateDecision, StoreError>> {
+        self.observe("rate_limit", self.inner.rate_limit(key, limit, now_ms))
+    }
+
+    fn note_purpose<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        purpose: Purpose,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let call = self
+            .inner
+            .note_purpose(medium, address, client_secret, purpose, now_ms);
+        self.observe("note_purpose", call)
+    }
+
+    fn purpose_for<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        client_secret: &'a SecretHash,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
+        let call = self
+            .inner
+            .purpose_for(medium, address, client_secret, now_ms);
+        self.observe("purpose_for", call)
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.observe("ping", self.inner.ping())
+    }
+}
