@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Small helpers for scripts/bench-proxy (standard library only).
+
+    util.py free-ports N                 N distinct free 127.0.0.1 TCP ports, one a line
+    util.py tree PID                     PID and all its descendants, one a line
+    util.py mem PID                      JSON: summed VmRSS/VmHWM (KiB), process and thread count
+    util.py wait-ready PID TIMEOUT URL [URL...]
+                                         until one URL answers 200 (exit 0), PID exits (exit 1)
+                                         or TIMEOUT seconds pass (exit 2); prints the URL that answered
+    util.py check TARGET URL_BASE WWW    sanity-checks the three benchmark paths through a target
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    out.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def tree(pid):
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        if not os.path.exists(f"/proc/{p}"):
+            continue
+        pids.append(p)
+        todo.extend(children(p))
+    return pids
+
+
+def status(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                out[key] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def kib(value):
+    return int(value.split()[0]) if value else 0
+
+
+def mem(pid):
+    pids = tree(pid)
+    rss = hwm = threads = 0
+    for p in pids:
+        st = status(p)
+        rss += kib(st.get("VmRSS"))
+        hwm += kib(st.get("VmHWM"))
+        threads += int(st.get("Threads", "0"))
+    return {"pids": pids, "processes": len(pids), "threads": threads, "rss_kib": rss, "hwm_kib": hwm}
+
+
+# Loopback only: never go through an http_proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get(url, timeout=5.0):
+    """(status, headers, body) for a GET; (None, None, error text) when nothing answered."""
+    try:
+        with OPENER.open(url, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+    except (OSError, ValueError) as e:
+        return None, None, str(e).encode()
+
+
+def wait_ready(pid, timeout, urls):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}") or status(pid).get("State", "").startswith("Z"):
+            return 1
+        for url in urls:
+            code, _, _ = get(url, timeout=1.0)
+            if code == 200:
+                print(url)
+                return 0
+        time.sleep(0.1)
+    return 2
+
+
+def check(target, base, www):
+    """Checks what each target answers on the benchmark paths; prints one line, exit 1 on a problem."""
+    with open(os.path.join(www, "versions.json"), "rb") as f:
+        upstream_versions = json.loads(f.read())
+    with open(os.path.join(www, "pushrules.json"), "rb") as f:
+        pushrules = f.read()
+    problems, notes = [], []
+
+    code, headers, body = get(base + "/_matrix/client/r0/pushrules/")
+    if code != 200 or body != pushrules:
+        problems.append(f"pushrules: status {code}, {len(body)} bytes (want 200, the file's {len(pushrules)})")
+
+    code, headers, body = get(base + "/_matrix/client/versions")
+    if code != 200:
+        problems.append(f"versions: status {code}")
+    else:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            problems.append("versions: body is not a JSON object")
+        else:
+            uf = doc.get("unstable_features", {})
+            rewritten = uf.get("m.require_identity_server") is False
+            kept = doc.get("versions") == upstream_versions["versions"] and uf.get("m.lazy_load_members") is True
+            if not kept:
+                problems.append("versions: the upstream's fields were not kept")
+            if target == "sidecar":
+                if rewritten:
+                    notes.append("versions rewritten (m.require_identity_server=false)")
+                else:
+                    problems.append("versions: m.require_identity_server=false was not added")
+            elif doc != upstream_versions:
+                problems.append("versions: body differs from the upstream's")
+            ctype = headers.get("Content-Type", "")
+            if not ctype.startswith("application/json"):
+                problems.append(f"versions: Content-Type {ctype!r}")
+
+    code, headers, body = get(base + "/_matrix/media/r0/download/bench/1mib", timeout=10.0)
+    if code != 200 or len(body) != 1 << 20:
+        problems.append(f"1mib: status {code}, {len(body)} bytes (want 200, 1048576)")
+
+    if problems:
+        print(f"{target}: PROBLEM: " + "; ".join(problems))
+        return 1
+    print(f"{target}: ok" + (" — " + "; ".join(notes) if notes else ""))
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 64
+    cmd, args = argv[1], argv[2:]
+    if cmd == "free-ports":
+        print("\n".join(str(p) for p in free_ports(int(args[0]))))
+    elif cmd == "tree":
+        print("\n".join(str(p) for p in tree(int(args[0]))))
+    elif cmd == "mem":
+        print(json.dumps(mem(int(args[0]))))
+    elif cmd == "wait-ready":
+        return wait_ready(int(args[0]), float(args[1]), args[2:])
+    elif cmd == "check":
+        return check(args[0], args[1], args[2])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 64
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
