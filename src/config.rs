@@ -51,6 +51,7 @@ struct Raw {
     store: RawStore,
     email: RawEmail,
     sms: RawSms,
+    outbox: RawOutbox,
     rate_limit: RawRateLimit,
     admin: RawAdmin,
     log: RawLog,
@@ -176,6 +177,25 @@ struct RawStore {
     url: String,
     key_prefix: String,
     command_timeout: String,
+    sentinel: Option<RawSentinel>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentinel {
+    master_name: String,
+    sentinels: Vec<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    sentinel_password: Option<String>,
+    sentinel_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    nodes: Vec<String>,
 }
 
 impl Default for RawStore {
@@ -185,6 +205,8 @@ impl Default for RawStore {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "threepid:".into(),
             command_timeout: "2s".into(),
+            sentinel: None,
+            cluster: None,
         }
     }
 }
@@ -200,6 +222,7 @@ struct RawEmail {
     smtp_password: Option<String>,
     smtp_password_file: Option<PathBuf>,
     send_timeout: String,
+    max_retry_age: String,
     file_dir: PathBuf,
     templates_dir: Option<PathBuf>,
 }
@@ -215,6 +238,7 @@ impl Default for RawEmail {
             smtp_password: None,
             smtp_password_file: None,
             send_timeout: "10s".into(),
+            max_retry_age: "1h".into(),
             file_dir: PathBuf::from("mail"),
             templates_dir: None,
         }
@@ -229,6 +253,7 @@ struct RawSms {
     webhook_token: Option<String>,
     webhook_token_file: Option<PathBuf>,
     timeout: String,
+    max_retry_age: String,
     log_codes: bool,
 }
 
@@ -240,7 +265,28 @@ impl Default for RawSms {
             webhook_token: None,
             webhook_token_file: None,
             timeout: "10s".into(),
+            max_retry_age: "15m".into(),
             log_codes: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOutbox {
+    claim_timeout: String,
+    retry_base: String,
+    concurrency: usize,
+    dead_letter_max: usize,
+}
+
+impl Default for RawOutbox {
+    fn default() -> Self {
+        Self {
+            claim_timeout: "30s".into(),
+            retry_base: "1s".into(),
+            concurrency: 16,
+            dead_letter_max: 10_000,
         }
     }
 }
@@ -371,6 +417,7 @@ pub struct Config {
     pub store: Store,
     pub email: Email,
     pub sms: Sms,
+    pub outbox: Outbox,
     pub rate_limit: RateLimits,
     pub admin: Admin,
     pub log: Log,
@@ -466,9 +513,23 @@ impl Threepid {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub backend: StoreBackend,
+    /// The one Redis server of [`StoreTopology::Single`].
     pub url: String,
     pub key_prefix: String,
     pub command_timeout: Duration,
+    /// How the Redis of the `redis` backend is laid out.
+    pub topology: StoreTopology,
+}
+
+/// `[store.sentinel]`, `[store.cluster]`, or neither.
+#[derive(Debug, Clone)]
+pub enum StoreTopology {
+    /// One server at `store.url`.
+    Single,
+    /// `[store.sentinel]`: the master the sentinels name, followed across failovers.
+    Sentinel(crate::session::redis::SentinelSettings),
+    /// `[store.cluster]`: Redis Cluster, discovered from these `redis://`/`rediss://` nodes.
+    Cluster { nodes: Vec<String> },
 }
 
 #[derive(Debug, Clone)]
@@ -480,6 +541,8 @@ pub struct Email {
     pub smtp_username: Option<String>,
     pub smtp_password: Option<SecretString>,
     pub send_timeout: Duration,
+    /// Redis store: a mail not sent within this long after its request is dead-lettered.
+    pub max_retry_age: Duration,
     pub file_dir: PathBuf,
     pub templates_dir: Option<PathBuf>,
 }
@@ -490,9 +553,25 @@ pub struct Sms {
     pub webhook_url: Option<Url>,
     pub webhook_token: Option<SecretString>,
     pub timeout: Duration,
+    /// Redis store: an SMS not sent within this long after its request is dead-lettered.
+    pub max_retry_age: Duration,
     pub log_codes: bool,
 }
 
+/// The durable outbox's senders (Redis store only; DESIGN §7).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// A message whose sender has not finished with it after this long is claimed by
+    /// another sender; also the longest wait between two attempts. Longer than the send
+    /// timeouts, so a message being sent is never claimed.
+    pub claim_timeout: Duration,
+    /// The wait after a first failed attempt, doubling with each further one.
+    pub retry_base: Duration,
+    /// Messages each replica's sender reads and sends at once.
+    pub concurrency: usize,
+    /// The dead-letter stream is trimmed to about this many entries.
+    pub dead_letter_max: usize,
+}
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     pub request_token_per_ip: RateLimit,
@@ -580,6 +659,21 @@ impl Config {
                 "url": redact_url_password(&self.store.url),
                 "key_prefix": self.store.key_prefix,
                 "command_timeout": dur(&self.store.command_timeout),
+                "sentinel": match &self.store.topology {
+                    StoreTopology::Sentinel(s) => json!({
+                        "master_name": s.master_name,
+                        "sentinels": s.sentinels.iter().map(|(host, port)| host_port(host, *port)).collect::<Vec<_>>(),
+                        "password": redact(&s.password),
+                        "sentinel_password": redact(&s.sentinel_password),
+                    }),
+                    _ => serde_json::Value::Null,
+                },
+                "cluster": match &self.store.topology {
+                    StoreTopology::Cluster { nodes } => json!({
+                        "nodes": nodes.iter().map(|n| redact_url_password(n)).collect::<Vec<_>>(),
+                    }),
+                    _ => serde_json::Value::Null,
+                },
             },
             "email": {
                 "transport": self.email.transport,
@@ -589,6 +683,7 @@ impl Config {
                 "smtp_username": self.email.smtp_username,
                 "smtp_password": redact(&self.email.smtp_password),
                 "send_timeout": dur(&self.email.send_timeout),
+                "max_retry_age": dur(&self.email.max_retry_age),
                 "file_dir": self.email.file_dir,
                 "templates_dir": self.email.templates_dir,
             },
@@ -597,7 +692,14 @@ impl Config {
                 "webhook_url": self.sms.webhook_url.as_ref().map(Url::as_str),
                 "webhook_token": redact(&self.sms.webhook_token),
                 "timeout": dur(&self.sms.timeout),
+                "max_retry_age": dur(&self.sms.max_retry_age),
                 "log_codes": self.sms.log_codes,
+            },
+            "outbox": {
+                "claim_timeout": dur(&self.outbox.claim_timeout),
+                "retry_base": dur(&self.outbox.retry_base),
+                "concurrency": self.outbox.concurrency,
+                "dead_letter_max": self.outbox.dead_letter_max,
             },
             "rate_limit": {
                 "request_token_per_ip": rl(&self.rate_limit.request_token_per_ip),
@@ -633,6 +735,93 @@ fn redact_url_password(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `[store.sentinel]`, checked.
+fn sentinel(raw: RawSentinel) -> Result<crate::session::redis::SentinelSettings, ConfigError> {
+    if raw.master_name.is_empty() || raw.master_name.contains(char::is_whitespace) {
+        return Err(invalid(
+            "store.sentinel.master_name",
+            "must be the name the sentinels monitor the master under",
+        ));
+    }
+    if raw.sentinels.is_empty() {
+        return Err(invalid(
+            "store.sentinel.sentinels",
+            "name at least one sentinel",
+        ));
+    }
+    let sentinels = raw
+        .sentinels
+        .iter()
+        .map(|s| {
+            let bad = || {
+                invalid(
+                    "store.sentinel.sentinels",
+                    format!("{s:?} is not an address like \"10.0.0.5:26379\""),
+                )
+            };
+            if s.contains(['/', '@', '?', '#']) {
+                return Err(bad());
+            }
+            let url = Url::parse(&format!("redis://{s}")).map_err(|_| bad())?;
+            let host = match url.host().ok_or_else(bad)? {
+                url::Host::Domain(d) => d.to_owned(),
+                url::Host::Ipv4(a) => a.to_string(),
+                url::Host::Ipv6(a) => a.to_string(),
+            };
+            Ok((host, url.port().ok_or_else(bad)?))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::session::redis::SentinelSettings {
+        master_name: raw.master_name,
+        sentinels,
+        password: secret("store.sentinel.password", raw.password, raw.password_file)?,
+        sentinel_password: secret(
+            "store.sentinel.sentinel_password",
+            raw.sentinel_password,
+            raw.sentinel_password_file,
+        )?,
+    })
+}
+
+/// `[store.cluster]` nodes, checked.
+fn cluster_nodes(raw: RawCluster) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "store.cluster.nodes";
+    if raw.nodes.is_empty() {
+        return Err(invalid(KEY, "name at least one node"));
+    }
+    let mut schemes = Vec::new();
+    for node in &raw.nodes {
+        let url = Url::parse(node)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some())
+            .ok_or_else(|| {
+                invalid(
+                    KEY,
+                    format!(
+                        "{:?} is not a URL like \"redis://10.0.0.5:6379\" or rediss://…",
+                        redact_url_password(node)
+                    ),
+                )
+            })?;
+        if !schemes.contains(&url.scheme().to_owned()) {
+            schemes.push(url.scheme().to_owned());
+        }
+    }
+    if schemes.len() > 1 {
+        return Err(invalid(KEY, "all redis:// or all rediss://, not a mix"));
+    }
+    Ok(raw.nodes)
 }
 
 fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -815,7 +1004,26 @@ impl Raw {
         };
 
         let st = self.store;
-        if st.backend == StoreBackend::Redis {
+        let topology = match (st.sentinel, st.cluster) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "store.cluster",
+                    "give [store.sentinel] or [store.cluster], not both",
+                ));
+            }
+            (Some(s), None) => StoreTopology::Sentinel(sentinel(s)?),
+            (None, Some(c)) => StoreTopology::Cluster {
+                nodes: cluster_nodes(c)?,
+            },
+            (None, None) => StoreTopology::Single,
+        };
+        if st.backend == StoreBackend::Memory && !matches!(topology, StoreTopology::Single) {
+            return Err(invalid(
+                "store.backend",
+                "[store.sentinel] and [store.cluster] need backend = \"redis\"",
+            ));
+        }
+        if st.backend == StoreBackend::Redis && matches!(topology, StoreTopology::Single) {
             Url::parse(&st.url)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "redis" | "rediss"))
@@ -831,6 +1039,7 @@ impl Raw {
             url: st.url,
             key_prefix: st.key_prefix,
             command_timeout: duration("store.command_timeout", &st.command_timeout)?,
+            topology,
         };
 
         let e = self.email;
@@ -861,6 +1070,7 @@ impl Raw {
             smtp_username: e.smtp_username,
             smtp_password: secret("email.smtp_password", e.smtp_password, e.smtp_password_file)?,
             send_timeout: duration("email.send_timeout", &e.send_timeout)?,
+            max_retry_age: duration("email.max_retry_age", &e.max_retry_age)?,
             file_dir: e.file_dir,
             templates_dir: e.templates_dir,
         };
@@ -881,8 +1091,38 @@ impl Raw {
             webhook_url,
             webhook_token: secret("sms.webhook_token", m.webhook_token, m.webhook_token_file)?,
             timeout: duration("sms.timeout", &m.timeout)?,
+            max_retry_age: duration("sms.max_retry_age", &m.max_retry_age)?,
             log_codes: m.log_codes,
         };
+
+        let o = self.outbox;
+        let outbox = Outbox {
+            claim_timeout: duration("outbox.claim_timeout", &o.claim_timeout)?,
+            retry_base: duration("outbox.retry_base", &o.retry_base)?,
+            concurrency: o.concurrency,
+            dead_letter_max: o.dead_letter_max,
+        };
+        if outbox.retry_base.is_zero() {
+            return Err(invalid("outbox.retry_base", "must be above 0"));
+        }
+        if !(1..=1000).contains(&outbox.concurrency) {
+            return Err(invalid("outbox.concurrency", "must be 1 to 1000"));
+        }
+        if outbox.dead_letter_max == 0 {
+            return Err(invalid("outbox.dead_letter_max", "must be at least 1"));
+        }
+        // Only the Redis store has an outbox; a longer send would let a second sender
+        // claim a message while the first is still sending it.
+        let longest_send = email.send_timeout.max(sms.timeout);
+        if store.backend == StoreBackend::Redis && outbox.claim_timeout <= longest_send {
+            return Err(invalid(
+                "outbox.claim_timeout",
+                format!(
+                    "must be longer than email.send_timeout and sms.timeout ({})",
+                    humantime::format_duration(longest_send)
+                ),
+            ));
+        }
 
         let r = self.rate_limit;
         let rate_limit = RateLimits {
@@ -909,6 +1149,7 @@ impl Raw {
             store,
             email,
             sms,
+            outbox,
             rate_limit,
             admin: Admin {
                 listen: socket_addr("admin.listen", &self.admin.listen)?,
@@ -1036,6 +1277,169 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("threepid.allowed_addresses:"), "{err}");
+    }
+
+    #[test]
+    fn store_sentinel_and_cluster_sections_set_the_topology() {
+        let c = Config::from_toml("[store]\nbackend = \"redis\"\n").unwrap();
+        assert!(matches!(c.store.topology, StoreTopology::Single));
+        let c = Config::from_toml(
+            "[store]\nbackend = \"redis\"\n[store.sentinel]\nmaster_name = \"m\"\nsentinels = [\"10.0.0.5:26379\", \"[::1]:26380\", \"s3.local:26381\"]\npassword = \"pw\"\n",
+        )
+        .unwrap();
+        let StoreTopology::Sentinel(s) = &c.store.topology else {
+            panic!("expected sentinel, got {:?}", c.store.topology);
+        };
+        assert_eq!(s.master_name, "m");
+        let sentinels: Vec<_> = s.sentinels.iter().map(|(h, p)| (h.as_str(), *p)).collect();
+        assert_eq!(
+            sentinels,
+            [("10.0.0.5", 26379), ("::1", 26380), ("s3.local", 26381)]
+        );
+        assert_eq!(s.password.as_ref().map(|p| p.expose_secret()), Some("pw"));
+        assert!(s.sentinel_password.is_none());
+        let c = Config::from_toml(
+            "[store]\nbackend = \"redis\"\n[store.cluster]\nnodes = [\"redis://10.0.0.5:6379\", \"redis://10.0.0.6\"]\n",
+        )
+        .unwrap();
+        let StoreTopology::Cluster { nodes } = &c.store.topology else {
+            panic!("expected cluster, got {:?}", c.store.topology);
+        };
+        assert_eq!(nodes, &["redis://10.0.0.5:6379", "redis://10.0.0.6"]);
+    }
+
+    #[test]
+    fn a_bad_store_topology_is_refused_naming_its_key() {
+        let redis = "[store]\nbackend = \"redis\"\n";
+        let sentinel = "[store.sentinel]\nmaster_name = \"m\"\nsentinels = [\"h:1\"]\n";
+        let cluster = "[store.cluster]\nnodes = [\"redis://h:1\"]\n";
+        for (toml, key) in [
+            (format!("{redis}{sentinel}{cluster}"), "store.cluster:"),
+            (
+                format!("[store]\nbackend = \"memory\"\n{sentinel}"),
+                "store.backend:",
+            ),
+            (
+                format!("{redis}{}", sentinel.replace("\"m\"", "\"\"")),
+                "store.sentinel.master_name:",
+            ),
+            (
+                format!("{redis}{}", sentinel.replace("[\"h:1\"]", "[]")),
+                "store.sentinel.sentinels:",
+            ),
+            (
+                format!("{redis}{}", sentinel.replace("h:1", "h")),
+                "store.sentinel.sentinels:",
+            ),
+            (
+                format!("{redis}{}", sentinel.replace("h:1", "redis://h:1")),
+                "store.sentinel.sentinels:",
+            ),
+            (
+                format!("{redis}{sentinel}password = \"a\"\npassword_file = \"/x\"\n"),
+                "store.sentinel.password:",
+            ),
+            (
+                format!("{redis}{}", cluster.replace("redis://h:1", "h:1")),
+                "store.cluster.nodes:",
+            ),
+            (
+                format!("{redis}{}", cluster.replace("[\"redis://h:1\"]", "[]")),
+                "store.cluster.nodes:",
+            ),
+            (
+                format!(
+                    "{redis}{}",
+                    cluster.replace("\"redis://h:1\"", "\"redis://h:1\", \"rediss://g:1\"")
+                ),
+                "store.cluster.nodes:",
+            ),
+        ] {
+            let err = Config::from_toml(&toml).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{toml}\n→ {err}");
+        }
+        let err = Config::from_toml(&format!("{redis}{sentinel}sentinel = [\"h:2\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sentinel"), "an unknown key is refused: {err}");
+    }
+
+    #[test]
+    fn redacted_output_never_shows_a_sentinel_or_cluster_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "filepw7\n").unwrap();
+        let c = Config::from_toml(&format!(
+            "[store]\nbackend = \"redis\"\n[store.sentinel]\nmaster_name = \"m\"\nsentinels = [\"[::1]:26379\"]\npassword = \"masterpw\"\nsentinel_password_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let out = c.redacted_toml();
+        for secret in ["masterpw", "filepw7"] {
+            assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+        }
+        let value: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(
+            value["store"]["sentinel"]["sentinels"][0].as_str(),
+            Some("[::1]:26379")
+        );
+        assert_eq!(
+            value["store"]["sentinel"]["password"].as_str(),
+            Some("<redacted>")
+        );
+        let c = Config::from_toml(
+            "[store]\nbackend = \"redis\"\n[store.cluster]\nnodes = [\"rediss://:clusterpw@h:1\"]\n",
+        )
+        .unwrap();
+        let out = c.redacted_toml();
+        assert!(!out.contains("clusterpw"), "leaked:\n{out}");
+        toml::from_str::<toml::Value>(&out).unwrap();
+    }
+
+    #[test]
+    fn outbox_settings_have_defaults_and_are_checked() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.email.max_retry_age, Duration::from_secs(3600));
+        assert_eq!(c.sms.max_retry_age, Duration::from_secs(900));
+        assert_eq!(c.outbox.claim_timeout, Duration::from_secs(30));
+        assert_eq!(c.outbox.retry_base, Duration::from_secs(1));
+        let redis = "[store]\nbackend = \"redis\"\n";
+        for (toml, key) in [
+            (
+                format!("{redis}[outbox]\nclaim_timeout = \"10s\"\n"),
+                "outbox.claim_timeout:",
+            ),
+            (
+                format!("{redis}[outbox]\nclaim_timeout = \"2s\"\n[sms]\ntimeout = \"3s\"\n"),
+                "outbox.claim_timeout:",
+            ),
+            (
+                format!("{redis}[outbox]\nretry_base = \"0s\"\n"),
+                "outbox.retry_base:",
+            ),
+            (
+                format!("{redis}[outbox]\nconcurrency = 0\n"),
+                "outbox.concurrency:",
+            ),
+            (
+                format!("{redis}[email]\nmax_retry_age = \"soon\"\n"),
+                "email.max_retry_age:",
+            ),
+            (
+                "[sms]\nmax_retry_age = \"x\"\n".to_owned(),
+                "sms.max_retry_age:",
+            ),
+        ] {
+            let err = Config::from_toml(&toml).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{toml}\n→ {err}");
+        }
+        // Without Redis there is no outbox to claim from.
+        Config::from_toml("[outbox]\nclaim_timeout = \"1s\"\n").unwrap();
+        let c = Config::from_toml(&format!(
+            "{redis}[outbox]\nclaim_timeout = \"2s\"\n[email]\nsend_timeout = \"1s\"\n[sms]\ntimeout = \"1s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.outbox.claim_timeout, Duration::from_secs(2));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! lets the homeserver complete registration, password reset and add-3PID by answering
 //! its identity-server callbacks. Everything else is forwarded unchanged.
 //!
-//! [`start`] binds the three listeners and returns a [`Running`] handle (tests start the
-//! whole server in process on `127.0.0.1:0`); [`run`] also waits for SIGTERM/SIGINT and
-//! drains.
+//! [`start`] binds the three listeners, starts the durable outbox's sender when the store is
+//! Redis ([`outbox`]), and returns a [`Running`] handle (tests start the whole server in
+//! process on `127.0.0.1:0`); [`run`] also waits for SIGTERM/SIGINT and drains.
 #![forbid(unsafe_code)]
 
 pub mod compat;
@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod matrix;
 pub mod metrics;
+pub mod outbox;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
@@ -124,13 +125,18 @@ pub struct Running {
     pub state: Arc<AppState>,
     stop_traffic: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
+    stop_outbox: watch::Sender<bool>,
     traffic: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    /// The outbox's sender (Redis store).
+    outbox: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Graceful shutdown: readiness false, stop accepting, let in-flight requests finish
-    /// (at most `server.shutdown_grace`), then close the admin listener.
+    /// (at most `server.shutdown_grace`), let the outbox's sender finish the messages in
+    /// hand (as long again at most; what it has not taken stays queued for the other
+    /// replicas), then close the admin listener.
     pub async fn shutdown(self) {
         self.state.set_ready(false);
         tracing::info!("draining");
@@ -138,33 +144,72 @@ impl Running {
         for task in self.traffic {
             let _ = task.await;
         }
+        let _ = self.stop_outbox.send(true);
+        if let Some(sender) = self.outbox {
+            let grace = self.state.config.server.shutdown_grace;
+            if tokio::time::timeout(grace, sender).await.is_err() {
+                tracing::warn!(
+                    "the outbox sender did not finish in time; its messages stay queued"
+                );
+            }
+        }
         let _ = self.stop_admin.send(true);
         let _ = self.admin.await;
         tracing::info!("stopped");
     }
 }
 
-fn build_store(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-) -> Result<Arc<dyn SessionStore>, session::StoreError> {
+/// The store, and the same store as Redis for the outbox's sender when it is Redis.
+type Stores = (
+    Arc<dyn SessionStore>,
+    Option<Arc<session::redis::RedisStore>>,
+);
+
+fn build_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Stores, session::StoreError> {
     let settings = StoreSettings {
         key_prefix: config.store.key_prefix.clone(),
         session_lifetime: config.threepid.session_lifetime,
         max_submit_attempts: config.threepid.max_submit_attempts,
     };
+    let mut redis = None;
     let backend: Arc<dyn SessionStore> = match config.store.backend {
         StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),
-        StoreBackend::Redis => Arc::new(session::redis::RedisStore::new(
-            &config.store.url,
-            settings,
-            config.store.command_timeout,
-        )?),
+        StoreBackend::Redis => {
+            use crate::config::StoreTopology;
+            use crate::session::redis::{RedisStore, Topology};
+            let topology = match &config.store.topology {
+                StoreTopology::Single => Topology::Single {
+                    url: config.store.url.clone(),
+                },
+                StoreTopology::Sentinel(sentinel) => Topology::Sentinel(sentinel.clone()),
+                StoreTopology::Cluster { nodes } => Topology::Cluster {
+                    nodes: nodes.clone(),
+                },
+            };
+            let store = Arc::new(RedisStore::with_topology(
+                &topology,
+                settings,
+                config.store.command_timeout,
+            )?);
+            redis = Some(store.clone());
+            store
+        }
     };
-    Ok(Arc::new(session::metered::Metered::new(
-        backend,
-        metrics.clone(),
-    )))
+    let metered = Arc::new(session::metered::Metered::new(backend, metrics.clone()));
+    Ok((metered, redis))
+}
+
+/// How the outbox's sender waits for new messages: blocking on a connection of its own to
+/// the one server; polling the store's connection for Sentinel and Cluster, whose
+/// connections this sender does not open itself yet.
+fn outbox_reader(config: &Config) -> Result<session::redis::OutboxReader, session::StoreError> {
+    use session::redis::OutboxReader;
+    match config.store.topology {
+        config::StoreTopology::Single => {
+            OutboxReader::dedicated(&config.store.url, config.store.command_timeout)
+        }
+        _ => Ok(OutboxReader::polling()),
+    }
 }
 
 /// Builds the state, binds every listener and starts serving. Returns once all listeners
@@ -178,7 +223,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )?);
     let sms = sms::from_config(&config.sms, &config.email.app_name, templates.clone())?;
     let metrics = Arc::new(Metrics::new());
-    let store = build_store(&config, &metrics)?;
+    let (store, redis) = build_store(&config, &metrics)?;
+    let outbox_reader = redis.as_ref().map(|_| outbox_reader(&config)).transpose()?;
     let upstream = Upstream::new(&config.upstream)?;
 
     let client_tls = config
@@ -251,6 +297,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let (stop_traffic, stop_traffic_rx) = watch::channel(false);
     let (stop_admin, stop_admin_rx) = watch::channel(false);
+    let (stop_outbox, stop_outbox_rx) = watch::channel(false);
     let traffic = vec![
         server::spawn_listener(client, state.clone(), stop_traffic_rx.clone(), grace),
         server::spawn_listener(identity, state.clone(), stop_traffic_rx, grace),
@@ -268,6 +315,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     } else {
         tracing::info!(mode = ?state.upstream.compat.mode(), active = state.upstream.compat.is_active(), "v3→r0 path compatibility");
     }
+    let outbox = redis
+        .zip(outbox_reader)
+        .map(|(redis, reader)| outbox::spawn(state.clone(), redis, reader, stop_outbox_rx));
     state.set_ready(true);
     tracing::info!(%client_addr, %identity_addr, %admin_addr, "listening");
     Ok(Running {
@@ -277,8 +327,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state,
         stop_traffic,
         stop_admin,
+        stop_outbox,
         traffic,
         admin,
+        outbox,
     })
 }
 

@@ -156,6 +156,11 @@ impl std::error::Error for MatrixError {}
 
 /// Reads a whole request body of at most `limit` bytes: 413 `M_TOO_LARGE` beyond.
 pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, MatrixError> {
+    // A declared length (Content-Length, or content-length on HTTP/2) over the limit is
+    // refused before anything is read: `Limited` alone would wait for the body to arrive.
+    if hyper::body::Body::size_hint(&body).lower() > limit {
+        return Err(MatrixError::too_large(limit));
+    }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     match http_body_util::Limited::new(body, limit_usize)
         .collect()

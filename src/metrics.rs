@@ -1,6 +1,7 @@
 //! Prometheus metrics, served by the admin listener. One registry per process, held in
 //! the app state (no global registry).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -110,6 +111,8 @@ pub struct Metrics {
     store_latency: Family<OperationLabels, Histogram>,
     store_errors: Family<OperationLabels, Counter>,
     messages: Family<MessageLabels, Counter>,
+    outbox_length: Gauge,
+    outbox_oldest_age: Gauge<f64, AtomicU64>,
     path_compat: Gauge,
     ready: Gauge,
 }
@@ -191,8 +194,23 @@ impl Metrics {
         let messages = Family::<MessageLabels, Counter>::default();
         registry.register(
             "messages",
-            "Verification messages by medium and outcome (sent, failed)",
+            "Verification messages by medium and outcome: queued (in the outbox), sent, failed \
+             (an attempt), retried (a later attempt: an earlier one failed or its sender died), \
+             dead_lettered (given up on), \
+             dropped (queued for a session change that did not happen)",
             messages.clone(),
+        );
+        let outbox_length = Gauge::default();
+        registry.register(
+            "outbox_length",
+            "Messages in the durable outbox not sent yet (Redis store)",
+            outbox_length.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest message in the durable outbox, 0 when it is empty (Redis store)",
+            outbox_oldest_age.clone(),
         );
         let path_compat = Gauge::default();
         registry.register(
@@ -218,6 +236,8 @@ impl Metrics {
             store_latency,
             store_errors,
             messages,
+            outbox_length,
+            outbox_oldest_age,
             path_compat,
             ready,
         }
@@ -284,6 +304,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The outbox as a sender last saw it: its length and its oldest message's age.
+    pub fn set_outbox(&self, length: u64, oldest_age_seconds: f64) {
+        self.outbox_length
+            .set(i64::try_from(length).unwrap_or(i64::MAX));
+        self.outbox_oldest_age.set(oldest_age_seconds);
+    }
+
     pub fn set_path_compat(&self, active: bool) {
         self.path_compat.set(i64::from(active));
     }
@@ -327,5 +354,22 @@ mod tests {
         assert!(text.contains(r#"threepid_sidecar_upstream_errors_total{kind="connect"} 1"#));
         assert!(text.contains("threepid_sidecar_upstream_response_seconds_count 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn messages_are_counted_by_outcome_and_the_outbox_has_gauges() {
+        let m = Metrics::new();
+        m.message("email", "queued");
+        m.message("msisdn", "dead_lettered");
+        m.set_outbox(3, 1.5);
+        let text = m.encode();
+        for line in [
+            r#"threepid_sidecar_messages_total{medium="email",outcome="queued"} 1"#,
+            r#"threepid_sidecar_messages_total{medium="msisdn",outcome="dead_lettered"} 1"#,
+            "threepid_sidecar_outbox_length 3",
+            "threepid_sidecar_outbox_oldest_age_seconds 1.5",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 }

@@ -155,7 +155,14 @@ async fn serve_connection(
         peer,
         tls: tls.is_some(),
     };
+    // hyper's header_read_timeout runs only once HTTP/1 has been recognised (the auto
+    // builder's version sniff waits for bytes with no deadline) and HTTP/2 has none: the
+    // first request head must arrive within header_read_timeout, or the connection is closed.
+    let header_read_timeout = state.config.server.header_read_timeout;
+    let first_request = Arc::new(tokio::sync::Notify::new());
+    let notify = first_request.clone();
     let service = service_fn(move |request: Request<Incoming>| {
+        notify.notify_one();
         let state = state.clone();
         async move {
             let request = request.map(BodyExt::boxed);
@@ -167,20 +174,21 @@ async fn serve_connection(
             Ok::<_, Infallible>(response)
         }
     });
+    let deadline = tokio::time::Instant::now() + header_read_timeout;
     let result = match tls {
         None => {
-            watcher
-                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                .await
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+            first_request_within(deadline, &first_request, conn).await
         }
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(stream)) => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let conn =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    let deadline = tokio::time::Instant::now() + header_read_timeout;
+                    first_request_within(deadline, &first_request, conn).await
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(listener = kind.name(), error = %e, "TLS handshake failed");
@@ -195,6 +203,27 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(listener = kind.name(), error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves a connection, closing it (by dropping it) if no request head has arrived by
+/// `deadline`.
+async fn first_request_within<F, E>(
+    deadline: tokio::time::Instant,
+    first_request: &tokio::sync::Notify,
+    conn: F,
+) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        result = &mut conn => result,
+        () = first_request.notified() => conn.await,
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!("no request head within header_read_timeout; closing");
+            Ok(())
+        }
     }
 }
 

@@ -139,7 +139,9 @@ pub fn phone(country: &str, phone_number: &str) -> Result<Msisdn, MatrixError> {
         .parse::<phonenumber::country::Id>()
         .map_err(|_| MatrixError::invalid_param("Unknown country code."))?;
     let number = phonenumber::parse(Some(id), phone_number).map_err(|_| refuse())?;
-    if !phonenumber::is_valid(&number) {
+    // An extension cannot receive an SMS, and E.164 has no place for it: refuse rather than
+    // silently verify the number without it.
+    if number.extension().is_some() || !phonenumber::is_valid(&number) {
         return Err(refuse());
     }
     let e164 = number.format().mode(phonenumber::Mode::E164).to_string();

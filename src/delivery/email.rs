@@ -1,5 +1,5 @@
 //! The email [`Mailer`]: renders the purpose's templates into a `multipart/alternative`
-//! message and hands it to lettre, over pooled SMTP (`smtp://` STARTTLS required,
+//! message and sends it over pooled SMTP ([`super::smtp`]; `smtp://` STARTTLS required,
 //! `smtps://` implicit TLS, `?tls=none` plain for a loopback relay) or into `.eml` files.
 //! Logs show only the masked address; never the link, token or SMTP password.
 
@@ -10,12 +10,11 @@ use futures_util::future::BoxFuture;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{
-    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-};
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use url::Url;
 
+use super::smtp::{self, Security, SendError, SmtpClient};
 use super::{DeliveryError, MailRequest, Mailer};
 use crate::config::{Email, EmailTransport};
 use crate::templates::{MailVars, Templates};
@@ -31,7 +30,7 @@ pub struct EmailSender {
 }
 
 enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpClient),
     File(AsyncFileTransport<Tokio1Executor>),
     #[cfg(test)]
     Stub(lettre::transport::stub::AsyncStubTransport),
@@ -142,11 +141,10 @@ impl EmailSender {
     async fn deliver(&self, message: Message, to: &str) -> Result<(), DeliveryError> {
         let sent = async {
             match &self.transport {
-                Transport::Smtp(t) => t
-                    .send(message)
+                Transport::Smtp(client) => client
+                    .send(message.envelope(), &message.formatted())
                     .await
-                    .map(drop)
-                    .map_err(|e| smtp_error(&e, to)),
+                    .map_err(|e| send_error(e, to)),
                 Transport::File(t) => t.send(message).await.map(drop).map_err(|e| {
                     DeliveryError::Unreachable(format!("cannot write the .eml file: {e}"))
                 }),
@@ -203,7 +201,7 @@ impl Header for AutoSubmitted {
 }
 
 /// The pooled SMTP transport `email.smtp_url` describes.
-fn smtp_transport(config: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
+fn smtp_transport(config: &Email) -> Result<SmtpClient, DeliveryError> {
     let bad = |reason: &str| DeliveryError::Build(format!("email.smtp_url: {reason}"));
     let url = Url::parse(&config.smtp_url).map_err(|e| bad(&e.to_string()))?;
     let host = url
@@ -218,14 +216,17 @@ fn smtp_transport(config: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, 
         .map(|(_, v)| v.into_owned());
     let tls_params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
     let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
-        ("smtp", None | Some("required")) => (Tls::Required(tls_params()?), 587),
+        ("smtp", None | Some("required")) => (Security::StartTls(tls_params()?), 587),
         ("smtp", Some("none")) => {
             if !is_loopback(&host) {
                 tracing::warn!(host = %host, "email.smtp_url: plain SMTP (tls=none) to a host that is not loopback");
             }
-            (Tls::None, 25)
+            (Security::None, 25)
         }
-        ("smtps", None) => (Tls::Wrapper(tls_params()?), 465),
+        ("smtps", None) => (
+            Security::Implicit(smtp::implicit_tls().map_err(|e| bad(&e.to_string()))?),
+            465,
+        ),
         ("smtp" | "smtps", Some(other)) => {
             return Err(bad(&format!(
                 "tls={other:?} is not supported (smtp:// takes tls=none)"
@@ -233,25 +234,25 @@ fn smtp_transport(config: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, 
         }
         (scheme, _) => return Err(bad(&format!("scheme {scheme:?} is neither smtp nor smtps"))),
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(url.port().unwrap_or(default_port))
-        .tls(tls)
-        .timeout(Some(config.send_timeout));
-    match (&config.smtp_username, config.password()) {
-        (Some(user), password) => {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.unwrap_or_default().to_owned(),
-            ));
-        }
+    let credentials = match (&config.smtp_username, config.password()) {
+        (Some(user), password) => Some(Credentials::new(
+            user.clone(),
+            password.unwrap_or_default().to_owned(),
+        )),
         (None, Some(_)) => {
             return Err(DeliveryError::Build(
                 "email.smtp_password needs email.smtp_username".into(),
             ));
         }
-        (None, None) => {}
-    }
-    Ok(builder.build())
+        (None, None) => None,
+    };
+    Ok(SmtpClient::new(
+        host,
+        url.port().unwrap_or(default_port),
+        tls,
+        credentials,
+        config.send_timeout,
+    ))
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -259,6 +260,15 @@ fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Sorts a failed send into ours.
+fn send_error(e: SendError, to: &str) -> DeliveryError {
+    match e {
+        SendError::Smtp(e) => smtp_error(&e, to),
+        SendError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => DeliveryError::Timeout,
+        SendError::Connect(e) => DeliveryError::Unreachable(e.to_string()),
+    }
 }
 
 /// Sorts a lettre error into ours. The server's reply may quote the recipient, so the

@@ -3,6 +3,7 @@
 
 pub mod email;
 pub mod sms;
+pub mod smtp;
 
 use futures_util::future::BoxFuture;
 

@@ -1,7 +1,9 @@
 //! `POST /_matrix/client/{v}/{register,account/password,account/3pid}/{email,msisdn}/requestToken`
 //! (DESIGN §1 step 2, §2). In direct mode the sidecar validates, starts or continues a
 //! session, mails a link or texts a code, and answers `{"sid"}` (msisdn also `submit_url`,
-//! `msisdn`, `intl_fmt`); it never says whether an address is registered. In via-upstream
+//! `msisdn`, `intl_fmt`); it never says whether an address is registered. With the Redis
+//! store the message is queued in the durable outbox and sent right after the answer
+//! ([`crate::outbox`]); with the memory store it is sent before the answer. In via-upstream
 //! mode the homeserver checks the request first and calls the identity listener, which
 //! issues the token ([`issue`] serves both).
 
@@ -19,7 +21,7 @@ use crate::proxy::{self, ConnInfo};
 use crate::ratelimit::LimitKey;
 use crate::routes::check_rate_limit;
 use crate::routes::submit_token::{EMAIL_SUBMIT_PATH, MSISDN_SUBMIT_PATH};
-use crate::session::{Medium, Purpose, SendDecision, SendRequest};
+use crate::session::{Medium, OutboxMessage, Purpose, SendDecision, SendRequest};
 use crate::token::{self, SecretHash, TokenHash};
 use crate::validate::{self, TokenRequest};
 
@@ -277,8 +279,14 @@ async fn forward(
 }
 
 /// Starts or continues the session for a validated request and sends a new token when the
-/// `send_attempt` rule says so. A failed send takes the session change back: nothing is
-/// left half-made. Returns the sid and what happened ("sent" or "repeat").
+/// `send_attempt` rule says so. Returns the sid and what happened: "repeat" (nothing to
+/// send), "queued" or "sent".
+///
+/// With a store that [queues](crate::session::SessionStore::queues) (Redis), the message goes
+/// to the durable outbox with the session change and the client has its answer at once; the
+/// outbox's senders deliver it, retrying through an outage ([`crate::outbox`]). Otherwise
+/// (memory) it is sent here, and a failed send takes the session change back and answers 500:
+/// nothing is left half-made, and the same `send_attempt` may be tried again.
 pub async fn issue(
     state: &AppState,
     req: &TokenRequest,
@@ -292,32 +300,55 @@ pub async fn issue(
     let now_ms = state.now_ms();
     let lifetime_ms =
         u64::try_from(state.config.threepid.token_lifetime.as_millis()).unwrap_or(u64::MAX);
-    let decision = state
-        .store
-        .begin_send(SendRequest {
-            medium: req.medium,
-            address: req.address.clone(),
-            client_secret: SecretHash::of(&req.client_secret),
-            purpose,
-            next_link: req.next_link.clone(),
-            send_attempt: req.send_attempt,
-            token: token_hash,
-            token_expires_ms: now_ms.saturating_add(lifetime_ms),
-            now_ms,
-        })
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "requestToken: store failed");
-            MatrixError::store_unavailable()
-        })?;
+    let send_request = SendRequest {
+        medium: req.medium,
+        address: req.address.clone(),
+        client_secret: SecretHash::of(&req.client_secret),
+        purpose,
+        next_link: req.next_link.clone(),
+        send_attempt: req.send_attempt,
+        token: token_hash,
+        token_expires_ms: now_ms.saturating_add(lifetime_ms),
+        now_ms,
+    };
+    let queued = state.store.queues();
+    let decision = if queued {
+        let message = OutboxMessage {
+            token: token.clone(),
+            client_secret: match req.medium {
+                Medium::Email => SecretString::from(req.client_secret.clone()),
+                Medium::Msisdn => SecretString::from(String::new()),
+            },
+        };
+        state.store.begin_send_queued(send_request, message).await
+    } else {
+        state.store.begin_send(send_request).await
+    }
+    .map_err(|e| {
+        tracing::warn!(error = %e, "requestToken: store failed");
+        MatrixError::store_unavailable()
+    })?;
     let masked = validate::mask_address(&req.address);
     match &decision {
         SendDecision::AlreadySent { sid } => {
             tracing::info!(to = %masked, "requestToken: send_attempt already seen; nothing sent");
             Ok((sid.clone(), "repeat"))
         }
+        SendDecision::Send { sid, .. } if queued => {
+            state.metrics.message(req.medium.as_str(), "queued");
+            tracing::info!(to = %masked, medium = %req.medium, "requestToken: token queued");
+            Ok((sid.clone(), "queued"))
+        }
         SendDecision::Send { sid, .. } => {
-            if let Err(e) = deliver(state, req, purpose, sid, &token).await {
+            let outgoing = Outgoing {
+                medium: req.medium,
+                address: &req.address,
+                purpose,
+                sid,
+                client_secret: &req.client_secret,
+                token: token.expose_secret(),
+            };
+            if let Err(e) = deliver(state, &outgoing).await {
                 state.metrics.message(req.medium.as_str(), "failed");
                 tracing::warn!(to = %masked, error = %e, "requestToken: could not send");
                 if let Err(undo) = state.store.undo_send(&decision, &token_hash).await {
@@ -335,33 +366,41 @@ pub async fn issue(
     }
 }
 
-async fn deliver(
-    state: &AppState,
-    req: &TokenRequest,
-    purpose: Purpose,
-    sid: &str,
-    token: &SecretString,
-) -> Result<(), DeliveryError> {
-    match req.medium {
+/// One token to send, by whoever sends it: the request itself (memory store) or an outbox
+/// sender (Redis).
+pub struct Outgoing<'a> {
+    pub medium: Medium,
+    /// Canonical.
+    pub address: &'a str,
+    pub purpose: Purpose,
+    pub sid: &'a str,
+    /// Email only: the link carries it.
+    pub client_secret: &'a str,
+    pub token: &'a str,
+}
+
+/// Sends one token: a mail with the link (and the token), or an SMS with the code.
+pub async fn deliver(state: &AppState, message: &Outgoing<'_>) -> Result<(), DeliveryError> {
+    match message.medium {
         Medium::Email => {
             let link = email_link(
                 &state.config.server.public_baseurl,
-                sid,
-                &req.client_secret,
-                token.expose_secret(),
+                message.sid,
+                message.client_secret,
+                message.token,
             );
             let mail = MailRequest {
-                to: &req.address,
-                purpose,
+                to: message.address,
+                purpose: message.purpose,
                 link: &link,
-                token: token.expose_secret(),
+                token: message.token,
             };
             state.mailer.send(mail).await
         }
         Medium::Msisdn => {
             let sms = SmsRequest {
-                msisdn: &req.address,
-                token: token.expose_secret(),
+                msisdn: message.address,
+                token: message.token,
             };
             state.sms.send(sms).await
         }

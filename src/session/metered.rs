@@ -8,7 +8,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    Medium, Purpose, SendDecision, SendRequest, Session, SessionStore, StoreError, SubmitOutcome,
+    Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, SessionStore, StoreError,
+    SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
@@ -45,6 +46,19 @@ impl Metered {
 impl SessionStore for Metered {
     fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
         self.observe("begin_send", self.inner.begin_send(req))
+    }
+
+    fn queues(&self) -> bool {
+        self.inner.queues()
+    }
+
+    fn begin_send_queued(
+        &self,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
+        let call = self.inner.begin_send_queued(req, message);
+        self.observe("begin_send_queued", call)
     }
 
     fn undo_send<'a>(

@@ -2,6 +2,12 @@
 //! and the rate-limit state that must be shared the same way (DESIGN §5).
 //! One [`SessionStore`] trait, two backends: [`memory`] for a single process and [`redis`]
 //! for production, with the same semantics and one shared test suite.
+//!
+//! The backends differ in one respect, on purpose: Redis [queues](SessionStore::queues)
+//! messages in a durable outbox ([`crate::outbox`], DESIGN §7) that every replica's senders
+//! drain, while with the memory store the request sends its message itself and takes the
+//! session change back when that fails (a process that keeps its sessions in memory has
+//! nothing durable to queue into).
 
 pub mod memory;
 pub mod metered;
@@ -11,6 +17,7 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use secrecy::SecretString;
 
 use crate::config::RateLimit;
 use crate::ratelimit::{LimitKey, RateDecision};
@@ -107,11 +114,22 @@ pub struct SendRequest {
     pub now_ms: u64,
 }
 
+/// What the outbox needs, besides the [`SendRequest`], to send the token later, from any
+/// replica: the secrets that the session itself never stores (`Debug` shows neither).
+#[derive(Debug)]
+pub struct OutboxMessage {
+    /// The token itself. It lives only in the outbox entry, which is deleted once sent.
+    pub token: SecretString,
+    /// Email only (empty for SMS): the link in the mail carries it.
+    pub client_secret: SecretString,
+}
+
 /// What the store decided for a [`SendRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendDecision {
     /// The token was stored: send it. If sending fails, call [`SessionStore::undo_send`]
-    /// with this decision so that nothing is left half-made.
+    /// with this decision so that nothing is left half-made. From
+    /// [`SessionStore::begin_send_queued`]: the message is queued, and will be sent.
     Send {
         sid: String,
         /// The session was created by this request.
@@ -167,6 +185,21 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + 'static {
     /// Starts or continues a session (the `send_attempt` rule of DESIGN §4).
     fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>>;
+
+    /// Whether this store has a durable outbox: then requestToken calls
+    /// [`SessionStore::begin_send_queued`] and answers at once, and the outbox's senders
+    /// deliver (Redis). Otherwise it calls [`SessionStore::begin_send`] and sends the
+    /// message itself (memory).
+    fn queues(&self) -> bool;
+
+    /// [`SessionStore::begin_send`], and on [`SendDecision::Send`] the message queued for
+    /// the outbox's senders, who send it only if the session change committed. A store that
+    /// does not [queue](SessionStore::queues) refuses (`Unavailable`).
+    fn begin_send_queued(
+        &self,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> BoxFuture<'_, Result<SendDecision, StoreError>>;
 
     /// Takes back a [`SendDecision::Send`] whose message could not be sent: the token is
     /// removed, a created session is deleted, a continued one gets its old `send_attempt`.

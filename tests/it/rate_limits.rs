@@ -2,7 +2,11 @@
 //! per `(medium, client IP)` and per `(medium, address)`, submit per client IP; 429
 //! `M_LIMIT_EXCEEDED` with `retry_after_ms` and `Retry-After`; nothing sent when refused;
 //! limits shared by replicas on one Redis; `X-Forwarded-For` believed only from a trusted
-//! proxy. The limits are slow (one request per 100 s) so no test waits for a refill.
+//! proxy. The limits are slow (one request per 100 s) so no test waits for a refill. With
+//! Redis the SMS are sent by the outbox right after the answers, so counts are read once the
+//! outbox is empty ([`sent`]).
+
+use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -26,8 +30,8 @@ enum Backend {
 struct Env {
     sidecar: Sidecar,
     gateway: SmsGateway,
-    /// Kept alive for the Redis backend.
-    _redis: Option<RedisServer>,
+    /// The Redis backend's server.
+    redis: Option<RedisServer>,
 }
 
 impl Env {
@@ -41,9 +45,38 @@ impl Env {
         Self {
             sidecar,
             gateway,
-            _redis: redis,
+            redis,
         }
     }
+
+    async fn sent(&self) -> usize {
+        sent(&self.gateway, self.redis.as_ref()).await
+    }
+}
+
+/// How many SMS the gateway got, once the Redis outbox (if any) has nothing left to send.
+async fn sent(gateway: &SmsGateway, redis: Option<&RedisServer>) -> usize {
+    if let Some(redis) = redis {
+        let client = redis::Client::open(redis.url()).expect("a redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis answers");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let queued: u64 = redis::cmd("XLEN")
+                .arg("threepid:outbox")
+                .query_async(&mut conn)
+                .await
+                .expect("XLEN answers");
+            if queued == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{queued} SMS still queued");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    gateway.count()
 }
 
 /// The test config (generous limits unless `extra` sets its own), on Redis when given.
@@ -154,10 +187,10 @@ async fn the_burst_passes_then_429_and_nothing_is_sent(backend: Backend) {
         let answer = request_sms(&env.sidecar, None, &sms_body("b", &phone(n), 1)).await;
         assert_ok(&answer, &format!("request {n} of the burst"));
     }
-    assert_eq!(env.gateway.count(), 3);
+    assert_eq!(env.sent().await, 3);
     let refused = request_sms(&env.sidecar, None, &sms_body("b", &phone(3), 1)).await;
     assert_limited(&refused, "past the burst");
-    assert_eq!(env.gateway.count(), 3, "nothing sent for the refused one");
+    assert_eq!(env.sent().await, 3, "nothing sent for the refused one");
     // The limit is per medium: email from the same address still passes.
     let email = http::post_json(
         &env.sidecar
@@ -184,7 +217,7 @@ async fn the_per_address_limit_holds_across_client_ips(backend: Backend) {
         .await;
         assert_ok(&answer, &format!("attempt {attempt} from {ip}"));
     }
-    assert_eq!(env.gateway.count(), 2);
+    assert_eq!(env.sent().await, 2);
     // A third IP, and the number spelled another way: the same canonical address.
     let refused = request_sms(
         &env.sidecar,
@@ -193,7 +226,7 @@ async fn the_per_address_limit_holds_across_client_ips(backend: Backend) {
     )
     .await;
     assert_limited(&refused, "third attempt for the address");
-    assert_eq!(env.gateway.count(), 2, "nothing sent for the refused one");
+    assert_eq!(env.sent().await, 2, "nothing sent for the refused one");
     // Another address from that IP is not limited.
     let other = request_sms(
         &env.sidecar,
@@ -202,7 +235,7 @@ async fn the_per_address_limit_holds_across_client_ips(backend: Backend) {
     )
     .await;
     assert_ok(&other, "another address");
-    assert_eq!(env.gateway.count(), 3);
+    assert_eq!(env.sent().await, 3);
 }
 
 on_both_backends!(a_trusted_proxys_x_forwarded_for_is_honoured);
@@ -232,7 +265,7 @@ async fn a_trusted_proxys_x_forwarded_for_is_honoured(backend: Backend) {
             assert_limited(&answer, &what);
         }
     }
-    assert_eq!(env.gateway.count(), 3);
+    assert_eq!(env.sent().await, 3);
 }
 
 on_both_backends!(an_untrusted_peers_x_forwarded_for_does_not_escape_the_limit);
@@ -262,7 +295,7 @@ async fn an_untrusted_peers_x_forwarded_for_does_not_escape_the_limit(backend: B
                 &format!("trusted_proxies = {trusted}: X-Forwarded-For {xff:?}"),
             );
         }
-        assert_eq!(env.gateway.count(), 1, "trusted_proxies = {trusted}");
+        assert_eq!(env.sent().await, 1, "trusted_proxies = {trusted}");
     }
 }
 
@@ -276,7 +309,7 @@ async fn submit_endpoints_are_limited_per_client_ip(backend: Backend) {
     let answer = request_sms(&env.sidecar, None, &sms_body("s", &phone(0), 1)).await;
     assert_ok(&answer, "requestToken");
     let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
-    let code = env.gateway.received()[0].code();
+    let code = env.gateway.wait_for(1, Duration::from_secs(10)).await[0].code();
     let wrong = format!(
         "{:06}",
         (code.parse::<u32>().expect("digits") + 1) % 1_000_000
@@ -364,5 +397,9 @@ async fn two_sidecars_sharing_one_redis_share_the_limits() {
         &request_sms(&a, Some("198.51.100.3"), &sms_body("q", &number, 3)).await,
         "address, third",
     );
-    assert_eq!(gateway.count(), 4, "nothing sent for the refused ones");
+    assert_eq!(
+        sent(&gateway, Some(&redis)).await,
+        4,
+        "nothing sent for the refused ones"
+    );
 }

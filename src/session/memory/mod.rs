@@ -7,6 +7,11 @@
 //! within one lifetime. The lock is never held across an `.await` (no method awaits at all).
 //!
 //! Rate limits live in [`rate_limits`], a table of their own.
+//!
+//! There is no outbox here ([`SessionStore::queues`] is false): the requestToken handler
+//! sends the message itself and calls [`SessionStore::undo_send`] when that fails, so the
+//! client gets 500 and may try the same `send_attempt` again. A queue in this process's
+//! memory would not survive the process, which is what an outbox is for.
 
 mod rate_limits;
 
@@ -17,8 +22,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    Medium, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session, SessionStore,
-    StoreError, StoreSettings, SubmitOutcome,
+    Medium, OutboxMessage, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session,
+    SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{LimitKey, RateDecision};
@@ -270,6 +275,23 @@ impl SessionStore for MemoryStore {
     fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
         let decision = self.begin_send_now(req);
         async move { Ok(decision) }.boxed()
+    }
+
+    fn queues(&self) -> bool {
+        false
+    }
+
+    fn begin_send_queued(
+        &self,
+        _req: SendRequest,
+        _message: OutboxMessage,
+    ) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
+        async {
+            Err(StoreError::Unavailable(
+                "the memory store has no outbox: send directly".into(),
+            ))
+        }
+        .boxed()
     }
 
     fn undo_send<'a>(

@@ -12,12 +12,19 @@
 //!   reached (see [`LimitKey`] for the key string, which never holds an address);
 //! - `{prefix}purpose:{<same hash as lookup>}` → a via-upstream purpose note, PX =
 //!   [`PURPOSE_NOTE_TTL`].
+//! - `{prefix}outbox` and `{prefix}outbox-dead` → the durable outbox's streams (see
+//!   [`outbox`]); `begin_send` with a queued message writes the stream first and the session
+//!   second, in two steps (DESIGN §7).
 //!
-//! [`connection`] owns the connection, its timeouts and its retry; [`sessions`] and
-//! [`rate_limit`] the operations.
+//! [`connection`] owns the connection, its timeouts and its retry, and is the one place that
+//! knows the [`Topology`] (with [`sentinel`] and [`cluster`]); [`sessions`], [`rate_limit`]
+//! and [`outbox`] the operations.
 
+mod cluster;
 mod connection;
+mod outbox;
 mod rate_limit;
+mod sentinel;
 mod sessions;
 
 use std::fmt;
@@ -26,16 +33,45 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use redis::Script;
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Medium, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session, SessionStore,
-    StoreError, StoreSettings, SubmitOutcome,
+    Medium, OutboxMessage, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session,
+    SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{LimitKey, RateDecision};
 use crate::token::{SecretHash, TokenHash};
 use connection::{Connection, bound_all};
+pub use outbox::OutboxReader;
+
+/// Where the store's Redis is and how it is laid out.
+#[derive(Debug, Clone)]
+pub enum Topology {
+    /// One server (or one address a managed service fails over behind): `redis://` or
+    /// `rediss://` (TLS, the certificate checked against the system's root certificates, or
+    /// only those of the PEM bundle `SSL_CERT_FILE` names, for a private CA).
+    Single { url: String },
+    /// A master found through Redis Sentinel, and found again after a failover.
+    Sentinel(SentinelSettings),
+    /// Redis Cluster: the nodes to discover it from, `redis://` or `rediss://` URLs (the
+    /// first one's credentials are used for every node).
+    Cluster { nodes: Vec<String> },
+}
+
+/// How to reach a master through Redis Sentinel.
+#[derive(Debug, Clone)]
+pub struct SentinelSettings {
+    /// The name the sentinels monitor the master under.
+    pub master_name: String,
+    /// Host and port of each sentinel; asked in turn.
+    pub sentinels: Vec<(String, u16)>,
+    /// The master's (and replicas') password.
+    pub password: Option<SecretString>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf), if they have one.
+    pub sentinel_password: Option<SecretString>,
+}
 
 /// The scripts, each loaded once (by SHA) per connection and re-sent when Redis forgot it.
 struct Scripts {
@@ -87,16 +123,28 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Prepares the connection without opening it, so the sidecar starts (and answers "not
-    /// ready") while Redis is down; the first call connects. Fails only on a malformed `url`.
-    /// Must be called inside a Tokio runtime.
+    /// One server at `url`; see [`RedisStore::with_topology`].
     pub fn new(
         url: &str,
         settings: StoreSettings,
         command_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        let topology = Topology::Single {
+            url: url.to_owned(),
+        };
+        Self::with_topology(&topology, settings, command_timeout)
+    }
+
+    /// Prepares the connection without opening it, so the sidecar starts (and answers "not
+    /// ready") while Redis is down; the first call connects. Fails only on a malformed URL or
+    /// address. Must be called inside a Tokio runtime.
+    pub fn with_topology(
+        topology: &Topology,
+        settings: StoreSettings,
+        command_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
-            connection: Connection::new(url, command_timeout)?,
+            connection: Connection::new(topology, command_timeout)?,
             settings,
             command_timeout,
             scripts: Scripts::new(),
@@ -133,6 +181,19 @@ impl RedisStore {
 impl SessionStore for RedisStore {
     fn begin_send(&self, req: SendRequest) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
         bound_all(self.command_timeout, self.begin_send_inner(req)).boxed()
+    }
+
+    fn queues(&self) -> bool {
+        true
+    }
+
+    fn begin_send_queued(
+        &self,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
+        let op = self.begin_send_queued_inner(req, message);
+        bound_all(self.command_timeout, op).boxed()
     }
 
     fn undo_send<'a>(
@@ -290,6 +351,29 @@ mod tests {
     async fn a_malformed_url_is_refused() {
         let err = RedisStore::new("not a url", settings(), Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_topology_with_no_node_or_a_malformed_one_is_refused() {
+        let sentinel = SentinelSettings {
+            master_name: "m".into(),
+            sentinels: Vec::new(),
+            password: None,
+            sentinel_password: None,
+        };
+        for topology in [
+            Topology::Cluster { nodes: Vec::new() },
+            Topology::Cluster {
+                nodes: vec!["not a url".into()],
+            },
+            Topology::Sentinel(sentinel),
+        ] {
+            let refused = RedisStore::with_topology(&topology, settings(), Duration::from_secs(1));
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable(_))),
+                "{topology:?}"
+            );
+        }
     }
 
     #[test]

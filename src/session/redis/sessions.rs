@@ -1,12 +1,13 @@
 //! The session operations of the Redis backend: each a short sequence of the scripts in this
-//! folder, every one of which touches a single key (see the key layout in [`super`]).
+//! folder, every one of which touches a single key (see the key layout in [`super`]); and
+//! `begin_send` with the message queued in the outbox ([`super::outbox`]).
 
 use std::collections::HashMap;
 
 use super::RedisStore;
 use super::connection::Conn;
 use crate::session::{
-    Medium, Purpose, SendDecision, SendRequest, Session, StoreError, SubmitOutcome,
+    Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, StoreError, SubmitOutcome,
 };
 use crate::token::{self, SecretHash, TokenHash};
 
@@ -24,25 +25,61 @@ impl RedisStore {
         &self,
         req: SendRequest,
     ) -> Result<SendDecision, StoreError> {
+        let (mut conn, sid) = self.lookup_sid(&req).await?;
+        self.commit_send(&mut conn, sid, &req).await
+    }
+
+    /// `begin_send` with the message queued, in three steps that work on Redis Cluster
+    /// although the stream and the session live in different slots: (a) the sid; (b) the
+    /// outbox entry, before (c) the session change that commits the token's hash. A sender
+    /// sends an entry only once its hash is in the session, so a crash or a timeout between
+    /// (b) and (c) leaves an orphan that is dropped, never a message for an uncommitted
+    /// token. When (c) says "already sent", the entry goes at once (it would be dropped
+    /// anyway).
+    pub(super) async fn begin_send_queued_inner(
+        &self,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> Result<SendDecision, StoreError> {
+        let (mut conn, sid) = self.lookup_sid(&req).await?;
+        let entry = self.enqueue(&mut conn, &sid, &req, &message).await?;
+        let decision = self.commit_send(&mut conn, sid, &req).await;
+        // Only when (c) certainly did not commit. Not on an error: (c) may have committed with
+        // its answer lost, and then the entry must stay; an orphan is the sender's to drop.
+        if matches!(decision, Ok(SendDecision::AlreadySent { .. })) {
+            self.unqueue(&mut conn, &entry).await;
+        }
+        decision
+    }
+
+    /// Step 1 of `begin_send`: the sid for (medium, address, secret), made if there is none.
+    async fn lookup_sid(&self, req: &SendRequest) -> Result<(Conn, String), StoreError> {
         let (medium, secret) = (req.medium.as_str(), req.client_secret.to_hex());
-        let lifetime = self.lifetime_ms();
         let mut step1 = self
             .scripts
             .lookup
             .key(self.lookup_key(medium, &req.address, &secret));
-        step1.arg(token::new_sid()).arg(lifetime);
+        step1.arg(token::new_sid()).arg(self.lifetime_ms());
         let step1 = &step1;
-        let (mut conn, sid): (Conn, String) = self
-            .connection
+        self.connection
             .first_call(move |mut c| async move { step1.invoke_async(&mut c).await })
-            .await?;
+            .await
+    }
+
+    /// Step 2 of `begin_send`: create or continue the session under the `send_attempt` rule.
+    async fn commit_send(
+        &self,
+        conn: &mut Conn,
+        sid: String,
+        req: &SendRequest,
+    ) -> Result<SendDecision, StoreError> {
         let mut step2 = self.scripts.begin.key(self.session_key(&sid));
         step2
-            .arg(lifetime)
+            .arg(self.lifetime_ms())
             .arg(req.now_ms)
-            .arg(medium)
+            .arg(req.medium.as_str())
             .arg(&req.address)
-            .arg(&secret)
+            .arg(req.client_secret.to_hex())
             .arg(req.purpose.as_str())
             .arg(if req.next_link.is_some() { "1" } else { "0" })
             .arg(req.next_link.as_deref().unwrap_or(""))

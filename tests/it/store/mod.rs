@@ -1,37 +1,54 @@
-//! The session store: one behaviour suite run against both backends (`store::memory::*`,
-//! `store::redis::*`, each Redis test with a `redis-server` of its own), then what only the
-//! Redis backend has to show: its key layout, TTLs, surviving Redis being down, and replicas
-//! sharing a rate limit.
+//! The session store: one behaviour suite run against every backend and Redis topology
+//! (`store::memory::*`; `store::redis::*`, each test with a `redis-server` of its own;
+//! `store::sentinel::*` and `store::cluster::*`, on one Sentinel set-up and one Redis Cluster
+//! shared by the whole test binary, each test under a key prefix of its own), then what only
+//! the Redis backend has to show: its key layout, TTLs, surviving Redis being down, replicas
+//! sharing a rate limit, a Sentinel failover, keys spread over a cluster.
 //!
-//! - [`suite`]: sessions, on both backends;
-//! - [`rate_limit`]: rate limits, on both backends with an explicit clock, and shared limits;
-//! - [`redis_only`]: the Redis key layout and failure handling.
+//! - [`suite`]: sessions, everywhere;
+//! - [`rate_limit`]: rate limits, everywhere with an explicit clock, and shared limits;
+//! - [`redis_only`]: the Redis key layout and failure handling;
+//! - [`sentinel_only`]: failovers, a sentinel that is down;
+//! - [`cluster_only`]: keys over every node, a slot moved under the store;
+//! - [`from_config`]: `rediss://`, `[store.sentinel]` and `[store.cluster]` in a running sidecar.
 
+mod cluster_only;
+mod from_config;
 mod rate_limit;
 mod redis_only;
+mod sentinel_only;
 mod suite;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use threepid_sidecar::session::memory::MemoryStore;
-use threepid_sidecar::session::redis::RedisStore;
+use threepid_sidecar::session::redis::{RedisStore, SentinelSettings, Topology};
 use threepid_sidecar::session::{
     Medium, Purpose, SendDecision, SendRequest, SessionStore, StoreSettings, SubmitOutcome,
 };
 use threepid_sidecar::token::{SecretHash, TokenHash};
 
 use crate::common::redis::RedisServer;
+use crate::common::redis::cluster::RedisCluster;
+use crate::common::redis::sentinel::{MASTER_NAME, RedisSentinel};
 
 const HOUR: u64 = 3_600_000;
 const NOW: u64 = 1_700_000_000_000;
 const MAX_ATTEMPTS: u32 = 3;
 const PREFIX: &str = "test:";
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// Sentinel and Cluster stores: their first call finds the master or the slot map, on a
+/// machine that may be busy running the other tests.
+const TOPOLOGY_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn settings() -> StoreSettings {
+    settings_with_prefix(PREFIX)
+}
+
+fn settings_with_prefix(prefix: &str) -> StoreSettings {
     StoreSettings {
-        key_prefix: PREFIX.into(),
+        key_prefix: prefix.into(),
         session_lifetime: Duration::from_millis(HOUR),
         max_submit_attempts: MAX_ATTEMPTS,
     }
@@ -39,6 +56,54 @@ fn settings() -> StoreSettings {
 
 fn redis_store(server: &RedisServer) -> Arc<RedisStore> {
     Arc::new(RedisStore::new(&server.url(), settings(), COMMAND_TIMEOUT).expect("valid url"))
+}
+
+/// The Sentinel set-up the suite shares (never failed over: [`sentinel_only`] starts its own
+/// for that).
+fn shared_sentinel() -> &'static RedisSentinel {
+    static SENTINEL: OnceLock<RedisSentinel> = OnceLock::new();
+    SENTINEL.get_or_init(RedisSentinel::start)
+}
+
+/// The Redis Cluster the suite and [`cluster_only`] share.
+fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
+}
+
+/// `{prefix}session:{<sid>}`.
+fn session_key(prefix: &str, sid: &str) -> String {
+    format!("{prefix}session:{{{sid}}}")
+}
+
+fn sentinel_topology(sentinel: &RedisSentinel) -> Topology {
+    Topology::Sentinel(SentinelSettings {
+        master_name: MASTER_NAME.into(),
+        sentinels: sentinel.sentinels(),
+        password: None,
+        sentinel_password: None,
+    })
+}
+
+fn sentinel_store(sentinel: &RedisSentinel, prefix: &str) -> Arc<RedisStore> {
+    let store = RedisStore::with_topology(
+        &sentinel_topology(sentinel),
+        settings_with_prefix(prefix),
+        TOPOLOGY_COMMAND_TIMEOUT,
+    );
+    Arc::new(store.expect("valid sentinel settings"))
+}
+
+fn cluster_store(cluster: &RedisCluster, prefix: &str) -> Arc<RedisStore> {
+    let topology = Topology::Cluster {
+        nodes: cluster.nodes(),
+    };
+    let store = RedisStore::with_topology(
+        &topology,
+        settings_with_prefix(prefix),
+        TOPOLOGY_COMMAND_TIMEOUT,
+    );
+    Arc::new(store.expect("valid cluster nodes"))
 }
 
 fn request(address: &str, attempt: u64, token: &str) -> SendRequest {
@@ -91,9 +156,9 @@ fn query<T: ::redis::FromRedisValue>(con: &mut ::redis::Connection, args: &[&str
     cmd.query(con).expect("raw command")
 }
 
-/// Generates `store::memory::<name>` and `store::redis::<name>` for each `module::name`, a
+/// Generates `store::{memory,redis,sentinel,cluster}::<name>` for each `module::name`, a
 /// function taking the store under test.
-macro_rules! both_backends {
+macro_rules! every_backend {
     ($($module:ident :: $name:ident),* $(,)?) => {
         mod memory {
             $(
@@ -115,10 +180,30 @@ macro_rules! both_backends {
                 }
             )*
         }
+        mod sentinel {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let prefix = concat!("t:", stringify!($module), ":", stringify!($name), ":");
+                    let store = super::sentinel_store(super::shared_sentinel(), prefix);
+                    super::$module::$name(store).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let prefix = concat!("t:", stringify!($module), ":", stringify!($name), ":");
+                    let store = super::cluster_store(super::shared_cluster(), prefix);
+                    super::$module::$name(store).await;
+                }
+            )*
+        }
     };
 }
 
-both_backends!(
+every_backend!(
     suite::a_first_send_creates_a_session,
     suite::a_repeated_or_lower_send_attempt_sends_nothing,
     suite::a_higher_send_attempt_keeps_the_sid_and_older_tokens,

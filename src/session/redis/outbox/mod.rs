@@ -1,0 +1,422 @@
+//! The outbox of the Redis backend (DESIGN §7): the stream that accepted requestTokens write
+//! their message to, and the commands the senders ([`crate::outbox`]) read, claim, finish
+//! and dead-letter entries with. The sending rules live there; the layout lives here:
+//!
+//! - `{prefix}outbox` → a stream, read through the consumer group [`GROUP`]. Entry fields:
+//!   `sid`, `medium`, `address`, `purpose`, `token` (the raw token: the one place it is ever
+//!   kept), `hash` (its SHA-256, hex), `secret` (email: the client secret the link carries;
+//!   empty for SMS). The entry ID's time is the enqueue time. An entry is deleted (XACK +
+//!   XDEL) once it is sent, dropped or dead-lettered, so the stream holds only messages not
+//!   yet sent.
+//! - `{prefix}outbox-dead` → a stream of the messages given up on: `id` (the outbox entry's),
+//!   `sid`, `medium`, `address` (masked), `purpose`, `error`, `attempts`, `enqueued_ms` —
+//!   never the token or the client secret; trimmed to about `outbox.dead_letter_max` entries.
+//!
+//! Neither key shares a slot with the sessions, so no script touches both: an entry is sent
+//! only if its session holds `t:<hash>` (see `begin_send_queued_inner` in [`super::sessions`]).
+//!
+//! A pending entry's idle time is its retry clock, so retries keep no state outside Redis:
+//! any sender claims entries idle for `claim_timeout` ([`RedisStore::outbox_claim_due`]); a
+//! sender that just took an entry holds it (idle near 0) while it sends; a failed send sets
+//! the idle time so that the entry comes due after its backoff
+//! ([`RedisStore::outbox_retry_in`]). The blocking read needs a connection of its own
+//! ([`OutboxReader`]): it would stall every command queued behind it on the shared one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+mod reader;
+mod reply;
+
+use redis::Value;
+use secrecy::ExposeSecret;
+
+use super::RedisStore;
+use super::connection::{Conn, bound_all, store_error};
+use crate::outbox::{DeadLetter, Delivery};
+use crate::session::{OutboxMessage, SendRequest, StoreError};
+use crate::token::TokenHash;
+pub use reader::OutboxReader;
+use reply::{array, consumers, corrupt, entries, id_time, int, stream_entries, text};
+
+/// The consumer group every replica's senders read through.
+pub const GROUP: &str = "senders";
+
+/// How long a read waits for new entries before the sender's loop goes round (claims due
+/// entries, updates the gauges, looks at the stop signal).
+pub const READ_BLOCK: Duration = Duration::from_secs(1);
+
+impl RedisStore {
+    /// `{prefix}outbox`.
+    pub fn outbox_key(&self) -> String {
+        format!("{}outbox", self.settings.key_prefix)
+    }
+
+    /// `{prefix}outbox-dead`.
+    pub fn dead_letter_key(&self) -> String {
+        format!("{}outbox-dead", self.settings.key_prefix)
+    }
+
+    /// Step (b) of `begin_send_queued`: XADD the message. Never retried (a second entry
+    /// would be a second message); returns the entry ID.
+    pub(super) async fn enqueue(
+        &self,
+        conn: &mut Conn,
+        sid: &str,
+        req: &SendRequest,
+        message: &OutboxMessage,
+    ) -> Result<String, StoreError> {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(self.outbox_key())
+            .arg("*")
+            .arg("sid")
+            .arg(sid)
+            .arg("medium")
+            .arg(req.medium.as_str())
+            .arg("address")
+            .arg(&req.address)
+            .arg("purpose")
+            .arg(req.purpose.as_str())
+            .arg("token")
+            .arg(message.token.expose_secret())
+            .arg("hash")
+            .arg(req.token.to_hex())
+            .arg("secret")
+            .arg(message.client_secret.expose_secret());
+        self.connection
+            .call(conn.generation, xadd.query_async(&mut conn.manager))
+            .await
+    }
+
+    /// Deletes an entry whose session change did not happen. Best effort: a sender drops
+    /// such an entry anyway.
+    pub(super) async fn unqueue(&self, conn: &mut Conn, id: &str) {
+        let mut xdel = redis::cmd("XDEL");
+        xdel.arg(self.outbox_key()).arg(id);
+        let deleted: Result<i64, _> = self
+            .connection
+            .call(conn.generation, xdel.query_async(&mut conn.manager))
+            .await;
+        if let Err(e) = deleted {
+            tracing::debug!(error = %e, "outbox: could not delete an entry not to send");
+        }
+    }
+
+    /// Creates the consumer group (and the stream) if missing. The group starts at the
+    /// stream's beginning, not at `$`: entries a request added before the group existed (a
+    /// Redis that restarted empty) are delivered too, and the stream holds nothing already
+    /// sent.
+    pub async fn outbox_create_group(&self) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(self.outbox_key())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM");
+        let cmd = &cmd;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { cmd.query_async::<Value>(&mut c).await });
+        match bound_all(self.command_timeout, op).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Unavailable(e)) if e.contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// New entries for `consumer`: up to `count`, waiting at most [`READ_BLOCK`] for some.
+    pub async fn outbox_read(
+        &self,
+        reader: &mut OutboxReader,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
+        let Some(blocking) = reader.blocking.as_mut() else {
+            // No connection of our own: ask without blocking on the shared one, and wait
+            // a little between empty answers.
+            read.arg("STREAMS").arg(self.outbox_key()).arg(">");
+            let read = &read;
+            let op = self
+                .connection
+                .first_call(move |mut c| async move { read.query_async::<Value>(&mut c).await });
+            let (_, reply) = bound_all(self.command_timeout, op).await?;
+            let entries = stream_entries(&reply)?;
+            if entries.is_empty() {
+                tokio::time::sleep(POLL_WITHOUT_BLOCKING).await;
+            }
+            return Ok(entries.into_iter().map(|e| e.delivery(1)).collect());
+        };
+        let block_ms = u64::try_from(READ_BLOCK.as_millis()).unwrap_or(u64::MAX);
+        read.arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(self.outbox_key())
+            .arg(">");
+        let mut conn = blocking.connection().await?;
+        match read.query_async::<Value>(&mut conn).await {
+            Ok(reply) => Ok(stream_entries(&reply)?
+                .into_iter()
+                .map(|e| e.delivery(1))
+                .collect()),
+            Err(e) => {
+                // A fresh connection next time: this one may be broken or out of step.
+                blocking.conn = None;
+                Err(store_error(e))
+            }
+        }
+    }
+
+    /// Entries of any consumer idle for at least `claim_timeout` (their sender died or got
+    /// stuck, or their retry is due), claimed for `consumer`: up to `count`. Claiming is
+    /// atomic with the idle check, so two senders never both get an entry.
+    pub async fn outbox_claim_due(
+        &self,
+        consumer: &str,
+        claim_timeout: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let min_idle = millis(claim_timeout);
+        let op = async move {
+            let mut pending = redis::cmd("XPENDING");
+            pending
+                .arg(self.outbox_key())
+                .arg(GROUP)
+                .arg("IDLE")
+                .arg(min_idle)
+                .arg("-")
+                .arg("+")
+                .arg(count);
+            let pending = &pending;
+            let (mut conn, reply) = self
+                .connection
+                .first_call(move |mut c| async move { pending.query_async::<Value>(&mut c).await })
+                .await?;
+            // id → deliveries so far.
+            let mut deliveries = HashMap::new();
+            for item in array(&reply)? {
+                if let [id, _consumer, _idle, count] = array(item)? {
+                    deliveries.insert(text(id)?, int(count)?);
+                }
+            }
+            if deliveries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut claim = redis::cmd("XCLAIM");
+            claim
+                .arg(self.outbox_key())
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(min_idle);
+            for id in deliveries.keys() {
+                claim.arg(id);
+            }
+            let claimed: Value = self
+                .connection
+                .call(conn.generation, claim.query_async(&mut conn.manager))
+                .await?;
+            let mut out: Vec<Delivery> = entries(&claimed)?
+                .into_iter()
+                .map(|e| {
+                    let attempt = deliveries.get(&e.id).copied().unwrap_or(0) + 1;
+                    e.delivery(attempt)
+                })
+                .collect();
+            out.sort_by(|a, b| a.id().cmp(b.id()));
+            Ok(out)
+        };
+        bound_all(self.command_timeout, op).await
+    }
+
+    /// When the token of an entry stops being accepted (unix ms), or `None` when its
+    /// session does not hold it: the session change never committed (a crash or a refusal
+    /// after the XADD), or the session has expired or was deleted.
+    pub async fn outbox_token_expiry(
+        &self,
+        sid: &str,
+        token: &TokenHash,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.session_key(sid))
+            .arg(format!("t:{}", token.to_hex()));
+        let cmd = &cmd;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { cmd.query_async::<Option<u64>>(&mut c).await });
+        Ok(bound_all(self.command_timeout, op).await?.1)
+    }
+
+    /// Whether an entry is still in the stream (a request deletes an entry whose session
+    /// change was refused).
+    pub async fn outbox_entry_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.outbox_key()).arg(id).arg(id);
+        let cmd = &cmd;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { cmd.query_async::<Value>(&mut c).await });
+        let (_, reply) = bound_all(self.command_timeout, op).await?;
+        Ok(!array(&reply)?.is_empty())
+    }
+
+    /// Done with an entry: XACK and XDEL (together, on one key), so the token is gone.
+    pub async fn outbox_finish(&self, id: &str) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
+            .arg(self.outbox_key())
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(self.outbox_key())
+            .arg(id)
+            .ignore();
+        let pipe = &pipe;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { pipe.query_async::<()>(&mut c).await });
+        bound_all(self.command_timeout, op).await.map(|_| ())
+    }
+
+    /// Makes an entry that `consumer` holds come due for any sender in `due_in` (at most
+    /// `claim_timeout`): its idle time is set to `claim_timeout - due_in`, and the delivery
+    /// count is left alone. `held_for` is how long ago the entry was read or claimed: if
+    /// another sender claimed it since (its idle time is then shorter), nothing changes.
+    pub async fn outbox_retry_in(
+        &self,
+        consumer: &str,
+        id: &str,
+        held_for: Duration,
+        due_in: Duration,
+        claim_timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(self.outbox_key())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(millis(held_for.saturating_sub(CLOCK_SLACK)))
+            .arg(id)
+            .arg("IDLE")
+            .arg(millis(claim_timeout.saturating_sub(due_in)))
+            .arg("JUSTID");
+        let cmd = &cmd;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { cmd.query_async::<Value>(&mut c).await });
+        bound_all(self.command_timeout, op).await.map(|_| ())
+    }
+
+    /// Moves an entry to the dead-letter stream (the record holds no secret) and finishes it.
+    pub async fn outbox_dead_letter(
+        &self,
+        record: &DeadLetter,
+        max_len: usize,
+    ) -> Result<(), StoreError> {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(self.dead_letter_key())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(max_len)
+            .arg("*")
+            .arg("id")
+            .arg(&record.id)
+            .arg("sid")
+            .arg(&record.sid)
+            .arg("medium")
+            .arg(&record.medium)
+            .arg("address")
+            .arg(&record.masked_address)
+            .arg("purpose")
+            .arg(&record.purpose)
+            .arg("error")
+            .arg(&record.error)
+            .arg("attempts")
+            .arg(record.attempts)
+            .arg("enqueued_ms")
+            .arg(record.enqueued_ms);
+        let xadd = &xadd;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { xadd.query_async::<Value>(&mut c).await });
+        bound_all(self.command_timeout, op).await?;
+        self.outbox_finish(&record.id).await
+    }
+
+    /// Removes from the group the consumers other than `me` that hold no entry and have not
+    /// read for `idle` (every process start adds a consumer name; a live sender reads every
+    /// [`READ_BLOCK`]). Returns how many went.
+    pub async fn outbox_forget_consumers(
+        &self,
+        me: &str,
+        idle: Duration,
+    ) -> Result<usize, StoreError> {
+        let op = async move {
+            let mut info = redis::cmd("XINFO");
+            info.arg("CONSUMERS").arg(self.outbox_key()).arg(GROUP);
+            let info = &info;
+            let (mut conn, reply) = self
+                .connection
+                .first_call(move |mut c| async move { info.query_async::<Value>(&mut c).await })
+                .await?;
+            let mut forgotten = 0;
+            for (name, pending, consumer_idle) in consumers(&reply)? {
+                if name == me || pending > 0 || consumer_idle < millis(idle) {
+                    continue;
+                }
+                let mut del = redis::cmd("XGROUP");
+                del.arg("DELCONSUMER")
+                    .arg(self.outbox_key())
+                    .arg(GROUP)
+                    .arg(&name);
+                let _: Value = self
+                    .connection
+                    .call(conn.generation, del.query_async(&mut conn.manager))
+                    .await?;
+                forgotten += 1;
+            }
+            Ok(forgotten)
+        };
+        bound_all(self.command_timeout, op).await
+    }
+
+    /// The outbox's length and the enqueue time (unix ms) of its oldest entry.
+    pub async fn outbox_stats(&self) -> Result<(u64, Option<u64>), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
+            .arg(self.outbox_key())
+            .cmd("XRANGE")
+            .arg(self.outbox_key())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
+        let pipe = &pipe;
+        let op = self
+            .connection
+            .first_call(move |mut c| async move { pipe.query_async::<(u64, Value)>(&mut c).await });
+        let (_, (len, oldest)) = bound_all(self.command_timeout, op).await?;
+        let oldest = array(&oldest)?
+            .first()
+            .map(|entry| match array(entry)?.first() {
+                Some(id) => Ok(id_time(&text(id)?)),
+                None => Err(corrupt("an XRANGE entry without an ID")),
+            })
+            .transpose()?;
+        Ok((len, oldest))
+    }
+}
+
+/// Between two reads that found nothing, without a connection to block on.
+const POLL_WITHOUT_BLOCKING: Duration = Duration::from_millis(200);
+
+/// Room for the time between a sender taking an entry and Redis noting it.
+const CLOCK_SLACK: Duration = Duration::from_millis(100);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
