@@ -1,0 +1,313 @@
+//! The one TOML file: a raw serde shape that refuses unknown keys, turned into a typed
+//! [`Config`] by [`Config::from_toml`]. Every key is documented here and in
+//! `config.example.toml`, which is also the embedded default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+pub use crate::compat::PathCompatMode;
+
+mod raw;
+mod redact;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use raw::Raw;
+
+/// The embedded default: runs with no Redis and no mail server.
+pub const EXAMPLE: &str = include_str!("../../config.example.toml");
+
+/// Why a config file was refused. The message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Typed config.
+// ---------------------------------------------------------------------------------------
+
+/// How requestToken is served (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The sidecar issues and sends tokens itself.
+    Direct,
+    /// The homeserver checks the request first, then calls the identity listener.
+    ViaUpstream,
+}
+
+/// What to do with an `id_server` a client still sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdServerParam {
+    Ignore,
+    Forward,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmailTransport {
+    Smtp,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmsTransport {
+    Log,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// A GCRA limit: a steady rate and the burst allowed on top of it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// The validated configuration. Built only by [`Config::from_toml`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub identity: Identity,
+    pub threepid: Threepid,
+    pub store: Store,
+    pub email: Email,
+    pub sms: Sms,
+    pub outbox: Outbox,
+    pub rate_limit: RateLimits,
+    pub admin: Admin,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Where clients connect (HTTP/1.1 and h2c, or TLS with ALPN h2 / http/1.1).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key; both or neither.
+    pub tls: Option<TlsFiles>,
+    /// The address clients reach the sidecar at; links in mail and `submit_url` start here.
+    pub public_baseurl: Url,
+    /// The homeserver's Matrix server name, shown in messages.
+    pub server_name: String,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest body accepted on an endpoint the sidecar handles itself.
+    pub max_body_bytes: u64,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// A client that has not sent its whole request head by then is dropped.
+    pub header_read_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests may take before the process exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The homeserver, `http://` or `https://`.
+    pub url: Url,
+    pub connect_timeout: Duration,
+    /// Until the upstream's response head arrives; long-poll requests get their own
+    /// `timeout` added on top.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    /// v3→r0 path mapping for r0-only homeservers.
+    pub path_compat: PathCompatMode,
+    /// In `path_compat = "auto"`, how often the upstream's `/versions` is read again.
+    pub versions_refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The https listener the homeserver calls as its identity server.
+    pub listen: SocketAddr,
+    /// The name the homeserver knows it by (`host[:port]`), put into `id_server`.
+    pub server_name: String,
+    /// Configured certificate; when absent one is generated at start.
+    pub tls: Option<TlsFiles>,
+    /// Where a generated certificate is written.
+    pub generated_cert_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Threepid {
+    pub mode: Mode,
+    pub id_server_param: IdServerParam,
+    pub session_lifetime: Duration,
+    pub token_lifetime: Duration,
+    pub max_submit_attempts: u32,
+    pub next_link_allowed_hosts: Option<Vec<String>>,
+    pub allowed_addresses: Vec<AllowedAddress>,
+}
+
+/// One `threepid.allowed_addresses` entry: addresses of `medium` matching `pattern` are
+/// accepted (email: the canonical address; msisdn: E.164 digits without `+`).
+#[derive(Debug, Clone)]
+pub struct AllowedAddress {
+    pub medium: String,
+    pub pattern: regex::Regex,
+}
+
+impl Threepid {
+    /// Whether `threepid.allowed_addresses` lets this address in (an empty list lets
+    /// everything in).
+    pub fn address_allowed(&self, medium: &str, address: &str) -> bool {
+        self.allowed_addresses.is_empty()
+            || self
+                .allowed_addresses
+                .iter()
+                .any(|a| a.medium == medium && a.pattern.is_match(address))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub backend: StoreBackend,
+    /// The one Redis server of [`StoreTopology::Single`].
+    pub url: String,
+    pub key_prefix: String,
+    pub command_timeout: Duration,
+    /// How the Redis of the `redis` backend is laid out.
+    pub topology: StoreTopology,
+}
+
+/// `[store.sentinel]`, `[store.cluster]`, or neither.
+#[derive(Debug, Clone)]
+pub enum StoreTopology {
+    /// One server at `store.url`.
+    Single,
+    /// `[store.sentinel]`: the master the sentinels name, followed across failovers.
+    Sentinel(crate::session::redis::SentinelSettings),
+    /// `[store.cluster]`: Redis Cluster, discovered from these `redis://`/`rediss://` nodes.
+    Cluster { nodes: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub transport: EmailTransport,
+    pub from: String,
+    pub app_name: String,
+    pub smtp_url: String,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+    pub send_timeout: Duration,
+    /// Redis store: a mail not sent within this long after its request is dead-lettered.
+    pub max_retry_age: Duration,
+    pub file_dir: PathBuf,
+    pub templates_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sms {
+    pub transport: SmsTransport,
+    pub webhook_url: Option<Url>,
+    pub webhook_token: Option<SecretString>,
+    pub timeout: Duration,
+    /// Redis store: an SMS not sent within this long after its request is dead-lettered.
+    pub max_retry_age: Duration,
+    pub log_codes: bool,
+}
+
+/// The durable outbox's senders (Redis store only; DESIGN §7).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// A message whose sender has not finished with it after this long is claimed by
+    /// another sender; also the longest wait between two attempts. Longer than the send
+    /// timeouts, so a message being sent is never claimed.
+    pub claim_timeout: Duration,
+    /// The wait after a first failed attempt, doubling with each further one.
+    pub retry_base: Duration,
+    /// Messages each replica's sender reads and sends at once.
+    pub concurrency: usize,
+    /// The dead-letter stream is trimmed to about this many entries.
+    pub dead_letter_max: usize,
+}
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub request_token_per_ip: RateLimit,
+    pub request_token_per_address: RateLimit,
+    pub submit_per_ip: RateLimit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates config text. Relative `*_file` paths are taken as they are
+    /// (relative to the working directory).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        raw.validate()
+    }
+}
+
+impl Email {
+    /// The SMTP password, for the transport only.
+    pub fn password(&self) -> Option<&str> {
+        self.smtp_password.as_ref().map(ExposeSecret::expose_secret)
+    }
+}
