@@ -61,19 +61,7 @@ pub async fn send(
         .request(request)
         .await
         .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("the whole body")
-        .to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    answer(response).await
 }
 
 pub async fn get(url: &str) -> Answer {
@@ -103,9 +91,15 @@ pub async fn post_form(url: &str, pairs: &[(&str, &str)]) -> Answer {
     .await
 }
 
-/// GET over https to the identity listener, trusting only the certificate at `ca_pem`
-/// (the self-signed one the sidecar generated).
-pub async fn get_tls(url: &str, ca_pem: &std::path::Path) -> Answer {
+/// A request over https trusting only the certificate at `ca_pem` (the self-signed one
+/// the sidecar generated for its identity listener).
+pub async fn send_tls(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    ca_pem: &std::path::Path,
+) -> Answer {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
@@ -128,13 +122,26 @@ pub async fn get_tls(url: &str, ca_pem: &std::path::Path) -> Answer {
         .enable_http1()
         .build();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let request = Request::get(url)
-        .body(Full::new(Bytes::new()))
+    let mut request = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(Full::new(body.into()))
         .expect("a valid request");
     let response = client
         .request(request)
         .await
         .unwrap_or_else(|e| panic!("https request to {url} failed: {e:?}"));
+    answer(response).await
+}
+
+/// GET over https to the identity listener (see [`send_tls`]).
+pub async fn get_tls(url: &str, ca_pem: &std::path::Path) -> Answer {
+    send_tls(Method::GET, url, &[], Bytes::new(), ca_pem).await
+}
+
+async fn answer(response: hyper::Response<hyper::body::Incoming>) -> Answer {
     let status = response.status();
     let headers = response.headers().clone();
     let body = response

@@ -6,11 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::http::{self, Answer};
@@ -80,51 +76,14 @@ impl Env {
 
 /// A POST over https trusting only the certificate at `ca_pem`.
 async fn post_tls(url: &str, content_type: &str, body: String, ca_pem: &std::path::Path) -> Answer {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).expect("the generated certificate") {
-        roots
-            .add(cert.expect("a PEM certificate"))
-            .expect("a usable root");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(url)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid request");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .unwrap_or_else(|_| panic!("https request to {url} timed out"))
-        .unwrap_or_else(|e| panic!("https request to {url} failed: {e:?}"));
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("the whole body")
-        .to_bytes();
-    Answer {
-        status,
-        headers,
+    http::send_tls(
+        Method::POST,
+        url,
+        &[("content-type", content_type)],
         body,
-    }
+        ca_pem,
+    )
+    .await
 }
 
 fn email_body(client_secret: &str, email: &str) -> Value {
