@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod logs;
+pub mod metrics;
 pub mod redis;
 pub mod sidecar;
 pub mod smtp;

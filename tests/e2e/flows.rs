@@ -283,6 +283,100 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
         ),
         0
     );
+    // The exposition parses as OpenMetrics and has the series an operator watches.
+    let families = crate::common::metrics::parse(&metrics);
+    let m = crate::common::metrics::sum;
+    let handled = m(
+        &families,
+        "threepid_sidecar_http_requests",
+        "threepid_sidecar_http_requests_total",
+        &[("route", "handled")],
+    );
+    assert!(
+        handled >= 3.0,
+        "requestTokens, submits and creds rewrites: {handled}"
+    );
+    assert!(
+        m(
+            &families,
+            "threepid_sidecar_http_requests",
+            "threepid_sidecar_http_requests_total",
+            &[("route", "forwarded")]
+        ) >= 1.0
+    );
+    assert!(
+        m(
+            &families,
+            "threepid_sidecar_upstream_response_seconds",
+            "threepid_sidecar_upstream_response_seconds_count",
+            &[]
+        ) >= 1.0
+    );
+    for endpoint in ["register_email", "3pid_email", "password_email"] {
+        let queued_or_sent = m(
+            &families,
+            "threepid_sidecar_request_tokens",
+            "threepid_sidecar_request_tokens_total",
+            &[("endpoint", endpoint)],
+        );
+        assert_eq!(queued_or_sent, 1.0, "{endpoint}");
+    }
+    assert_eq!(
+        m(
+            &families,
+            "threepid_sidecar_submits",
+            "threepid_sidecar_submits_total",
+            &[("outcome", "validated")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m(
+            &families,
+            "threepid_sidecar_messages",
+            "threepid_sidecar_messages_total",
+            &[("medium", "email"), ("outcome", "sent")]
+        ),
+        3.0
+    );
+    assert!(
+        m(
+            &families,
+            "threepid_sidecar_store_call_seconds",
+            "threepid_sidecar_store_call_seconds_count",
+            &[("operation", "submit")]
+        ) >= 3.0
+    );
+    assert_eq!(
+        m(
+            &families,
+            "threepid_sidecar_identity_calls",
+            "threepid_sidecar_identity_calls_total",
+            &[("endpoint", "getValidated3pid")]
+        ),
+        3.0
+    );
+    for gauge in [
+        "threepid_sidecar_outbox_length",
+        "threepid_sidecar_outbox_oldest_age_seconds",
+        "threepid_sidecar_path_compat_active",
+        "threepid_sidecar_ready",
+    ] {
+        assert_eq!(
+            crate::common::metrics::family(&families, gauge).kind,
+            "gauge"
+        );
+    }
+    assert_eq!(
+        m(
+            &families,
+            "threepid_sidecar_path_compat_active",
+            "threepid_sidecar_path_compat_active",
+            &[]
+        ),
+        1.0
+    );
+
     let synapse_log = std::fs::read_to_string(stack.synapse.log_path()).unwrap_or_default();
     for other in ["matrix.org", "vector.im"] {
         assert!(!synapse_log.contains(other), "Synapse talked to {other}");

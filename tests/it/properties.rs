@@ -294,11 +294,6 @@ fn not_named(name: &'static str) -> impl Strategy<Value = Vec<(String, Value)>> 
     )
 }
 
-/// What a parse of the printed value gives: the rewrite prints and the test parses.
-fn reparsed(value: &Value) -> Value {
-    serde_json::from_slice(&serde_json::to_vec(value).unwrap()).unwrap()
-}
-
 proptest! {
     #![proptest_config(config(128))]
 
@@ -325,15 +320,14 @@ proptest! {
         prop_assert_eq!(input_keys, output_keys, "same members, same order");
         for (key, value) in &input {
             if key != "unstable_features" {
-                prop_assert_eq!(&output[key], &reparsed(value), "{}", key);
+                prop_assert_eq!(&output[key], value, "{}", key);
             }
         }
         let out_features = output["unstable_features"].as_object().expect("an object");
         prop_assert_eq!(&out_features[FLAG], &json!(false));
-        for (key, value) in features.iter().flatten() {
-            let _ = value;
+        for (key, _) in features.iter().flatten() {
             let kept = &input["unstable_features"][key];
-            prop_assert_eq!(&out_features[key], &reparsed(kept), "unstable_features.{}", key);
+            prop_assert_eq!(&out_features[key], kept, "unstable_features.{}", key);
         }
         prop_assert_eq!(
             out_features.len(),

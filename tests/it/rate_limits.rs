@@ -199,6 +199,16 @@ async fn the_burst_passes_then_429_and_nothing_is_sent(backend: Backend) {
     )
     .await;
     assert_ok(&email, "email from the same IP");
+    // The refusal is counted by limit, in an exposition a Prometheus parser accepts.
+    let text = http::get(&env.sidecar.admin_url("/metrics")).await.text();
+    let families = crate::common::metrics::parse(&text);
+    let limited = crate::common::metrics::sum(
+        &families,
+        "threepid_sidecar_rate_limited",
+        "threepid_sidecar_rate_limited_total",
+        &[("limit", "request_token_ip")],
+    );
+    assert_eq!(limited, 1.0);
 }
 
 on_both_backends!(the_per_address_limit_holds_across_client_ips);
