@@ -79,6 +79,36 @@ impl Stack {
         .await
     }
 
+    /// A user-interactive-auth request: `body` alone gets 401 and a UIA session, then
+    /// `body` with an `auth` of `stage` whose creds name `(sid, client_secret)` and carry
+    /// no `id_server`. Returns the second answer.
+    pub async fn complete_uia(
+        &self,
+        path: &str,
+        body: &Value,
+        stage: &str,
+        sid: &str,
+        client_secret: &str,
+    ) -> Answer {
+        let start = self.post(path, body, None).await;
+        assert_eq!(
+            start.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {}",
+            start.text()
+        );
+        let session = start.json()["session"]
+            .as_str()
+            .expect("a UIA session")
+            .to_owned();
+        let mut body = body.clone();
+        body["auth"] = json!({
+            "type": stage, "session": session,
+            "threepid_creds": {"sid": sid, "client_secret": client_secret}
+        });
+        self.post(path, &body, None).await
+    }
+
     /// requestToken, the mail, and the link followed as a person would (page, button).
     /// Returns the sid.
     pub async fn verify_email(&self, endpoint: &str, email: &str, client_secret: &str) -> String {
@@ -172,27 +202,13 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
 
     // 1. Register with an email (UIA m.login.email.identity), no id_server anywhere.
     let sid = stack.verify_email("register", email, secret1).await;
-    let start = stack
-        .post(
+    let registered = stack
+        .complete_uia(
             "/_matrix/client/r0/register",
             &json!({"username": user, "password": old_password}),
-            None,
-        )
-        .await;
-    assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
-    let session = start.json()["session"]
-        .as_str()
-        .expect("a UIA session")
-        .to_owned();
-    let registered = stack
-        .post(
-            "/_matrix/client/r0/register",
-            &json!({
-                "username": user, "password": old_password,
-                "auth": {"type": "m.login.email.identity", "session": session,
-                         "threepid_creds": {"sid": sid, "client_secret": secret1}}
-            }),
-            None,
+            "m.login.email.identity",
+            &sid,
+            secret1,
         )
         .await;
     assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
@@ -231,27 +247,13 @@ async fn register_add_email_and_reset_password_with_no_identity_server_but_ours(
 
     // 3. Reset the password.
     let sid3 = stack.verify_email("account/password", email, secret3).await;
-    let start = stack
-        .post(
+    let reset = stack
+        .complete_uia(
             "/_matrix/client/r0/account/password",
             &json!({"new_password": new_password}),
-            None,
-        )
-        .await;
-    assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
-    let session = start.json()["session"]
-        .as_str()
-        .expect("a UIA session")
-        .to_owned();
-    let reset = stack
-        .post(
-            "/_matrix/client/r0/account/password",
-            &json!({
-                "new_password": new_password,
-                "auth": {"type": "m.login.email.identity", "session": session,
-                         "threepid_creds": {"sid": sid3, "client_secret": secret3}}
-            }),
-            None,
+            "m.login.email.identity",
+            &sid3,
+            secret3,
         )
         .await;
     assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
@@ -412,28 +414,7 @@ async fn an_unvalidated_session_is_refused_by_the_homeserver() {
         )
         .await;
     let sid = answer.json()["sid"].as_str().expect("a sid").to_owned();
-    let start = stack
-        .post(
-            "/_matrix/client/r0/register",
-            &json!({"username": "bob", "password": "pw-bob-1"}),
-            None,
-        )
-        .await;
-    let session = start.json()["session"]
-        .as_str()
-        .expect("a session")
-        .to_owned();
-    let early = stack
-        .post(
-            "/_matrix/client/r0/register",
-            &json!({
-                "username": "bob", "password": "pw-bob-1",
-                "auth": {"type": "m.login.email.identity", "session": session,
-                         "threepid_creds": {"sid": sid, "client_secret": "unvalidated"}}
-            }),
-            None,
-        )
-        .await;
+    let early = register_with(&stack, "bob", "m.login.email.identity", &sid, "unvalidated").await;
     assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.text());
     assert_eq!(early.json()["errcode"], "M_SESSION_NOT_VALIDATED");
 }
@@ -446,27 +427,13 @@ async fn register_with(
     sid: &str,
     client_secret: &str,
 ) -> Answer {
-    let start = stack
-        .post(
+    stack
+        .complete_uia(
             "/_matrix/client/r0/register",
             &json!({"username": user, "password": "pw-Reg-42"}),
-            None,
-        )
-        .await;
-    assert_eq!(start.status, StatusCode::UNAUTHORIZED, "{}", start.text());
-    let session = start.json()["session"]
-        .as_str()
-        .expect("a UIA session")
-        .to_owned();
-    stack
-        .post(
-            "/_matrix/client/r0/register",
-            &json!({
-                "username": user, "password": "pw-Reg-42",
-                "auth": {"type": stage, "session": session,
-                         "threepid_creds": {"sid": sid, "client_secret": client_secret}}
-            }),
-            None,
+            stage,
+            sid,
+            client_secret,
         )
         .await
 }
