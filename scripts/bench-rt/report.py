@@ -13,8 +13,13 @@ service and its store), sink_ticks, wrk_ticks, busy_ticks (all CPUs the run used
 
 import argparse
 import json
+import os
 import re
 import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from report import md_table, text_table  # noqa: E402  (scripts/bench/report.py)
 
 NOISY_PCT = 10
 SPEEDUP_TARGET = 20.0
@@ -161,28 +166,6 @@ def fmt_ratio(q, ok=None):
     if ok is not None:
         s += " ok" if ok else " MISS"
     return s
-
-
-def text_table(header, rows, aligns):
-    widths = [max(len(str(r[i])) for r in [header] + rows if r) for i in range(len(header))]
-
-    def line(cells):
-        out = []
-        for c, w, a in zip(cells, widths, aligns):
-            out.append(str(c).rjust(w) if a == "r" else str(c).ljust(w))
-        return "  ".join(out).rstrip()
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), sep] + [line(r) if r else "" for r in rows])
-
-
-def md_table(header, rows, aligns):
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---:" if a == "r" else ":---" for a in aligns) + "|"]
-    for r in rows:
-        if r:
-            out.append("| " + " | ".join(str(c) for c in r) + " |")
-    return "\n".join(out)
 
 
 def main():
