@@ -16,7 +16,6 @@
 //! sidecar that waits for the gateway's answer (as requestToken does) has always been
 //! recorded by the time the client has its answer.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,11 +25,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use super::serve::serve_http1;
 use tokio::task::JoinHandle;
 
 /// The path the gateway is reached at; any path is accepted and recorded.
@@ -121,23 +119,8 @@ impl SmsGateway {
             status: AtomicU16::new(StatusCode::OK.as_u16()),
             received: Mutex::new(Vec::new()),
         });
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, request).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = serve_http1(listener, state.clone(), |state, request| async move {
+            handle(&state, request).await
         });
         Self { addr, state, task }
     }
