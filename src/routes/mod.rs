@@ -132,11 +132,14 @@ pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
         duration_ms = tracing::field::Empty,
     );
     let started = Instant::now();
-    let client_ip = proxy::client_ip(
-        request.headers(),
-        conn.peer.ip(),
-        &state.config.server.trusted_proxies,
-    );
+    // Only the submit endpoints need the client's address (for their rate limit).
+    let client_ip = |request: &Request<Body>| {
+        proxy::client_ip(
+            request.headers(),
+            conn.peer.ip(),
+            &state.config.server.trusted_proxies,
+        )
+    };
     let response = async {
         match route {
             Route::Versions => versions::handle(state, conn, request).await,
@@ -144,8 +147,12 @@ pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
                 request_token::handle(state, conn, medium, purpose, request).await
             }
             Route::EmailLinkPage => submit_token::email_link_page(state, request).await,
-            Route::EmailSubmit => submit_token::email_submit(state, client_ip, request).await,
-            Route::MsisdnSubmit => submit_token::json_submit(state, client_ip, request).await,
+            Route::EmailSubmit => {
+                submit_token::email_submit(state, client_ip(&request), request).await
+            }
+            Route::MsisdnSubmit => {
+                submit_token::json_submit(state, client_ip(&request), request).await
+            }
             Route::Creds => creds::handle(state, conn, request).await,
             Route::Forward => {
                 proxy::forward(
