@@ -12,6 +12,7 @@ closes them. Prints one JSON object:
     rss_idle_kib    highest summed VmRSS sampled while the connections were held
     hwm_kib         summed VmHWM (peak RSS) at the end of the hold
     per_conn_kib    (rss_idle - rss_before) / opened
+    setup_s         seconds it took to open them all (one after the other)
 
 usage: idle_conns.py --port PORT --pid PID [--count 1000] [--hold 3] [--path P]
 """
@@ -80,6 +81,7 @@ def main():
 
     rss_before = util.mem(args.pid)["rss_kib"]
     socks, errors = [], []
+    t0 = time.monotonic()
     try:
         for _ in range(args.count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -98,6 +100,7 @@ def main():
                 continue
             socks.append(s)
 
+        setup = time.monotonic() - t0
         rss_idle = util.mem(args.pid)["rss_kib"]
         deadline = time.monotonic() + args.hold
         while time.monotonic() < deadline:
@@ -126,6 +129,7 @@ def main():
         "rss_idle_kib": rss_idle,
         "hwm_kib": after["hwm_kib"],
         "per_conn_kib": round((rss_idle - rss_before) / opened, 2) if opened else None,
+        "setup_s": round(setup, 2),
     }))
     return 0 if opened == args.count else 1
 

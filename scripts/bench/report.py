@@ -2,25 +2,35 @@
 """Turns the raw results of scripts/bench-proxy into its tables (standard library only).
 
 Reads, from --dir:
-    results.tsv            scenario <TAB> target <TAB> wrk output file <TAB> proxy CPU ticks or "-"
-    mem-<target>-start.json, mem-<target>-load.json   util.py mem, after start / after the wrk runs
-    idle-<target>.json     idle_conns.py output (run between the two)
-Prints a plain-text table, then the same as Markdown.
+    results.tsv   one line per measured wrk run: round, scenario, target, wrk output file,
+                  proxy CPU ticks ("-" for direct), upstream ticks, wrk ticks, busy ticks of
+                  the CPUs the run used, wall seconds (tab-separated)
+    mem-<proxy>-start.json, mem-<proxy>-load.json   util.py mem: after start / after the load runs
+    idle-<proxy>-<count>.json                        idle_conns.py, one per connection count
+    stream-<proxy>-down.json, stream-<proxy>-up.json stream.py: the 1 GiB transfers
+Prints the tables as plain text, then as Markdown (with the per-round table as well).
+The wrk output files hold latency.lua's BENCH_LATENCY_US line (p50/p90/p99/p99.9/max).
 """
 
 import argparse
+import glob
 import json
 import os
 import re
+import statistics
 import sys
 
 SCENARIOS = [
     ("passthrough", "pass-through (pushrules)"),
     ("versions", "/versions"),
+    ("upload", "1 MiB upload"),
     ("download", "1 MiB download"),
 ]
+PER_MIB = {"upload", "download"}  # one request moves 1 MiB: CPU µs/req is µs/MiB
 NOISY_PCT = 10
-TARGETS = [("direct", "direct"), ("nginx", "nginx"), ("sidecar", "sidecar")]
+TARGETS = [("direct", "direct"), ("nginx", "nginx"), ("haproxy", "haproxy"), ("sidecar", "sidecar")]
+PROXIES = [("sidecar", "sidecar"), ("nginx", "nginx"), ("haproxy", "HAProxy")]
+RSS_TARGET_MIB = 30  # sidecar, 1,000 idle keep-alive connections
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -30,9 +40,13 @@ def latency_ms(text):
 
 
 def parse_wrk(path):
+    """wrk's output: req/s, requests, errors, and latencies in ms. p50/p99 come from
+    latency.lua's exact line when it is there (else from --latency's rounded table); p90,
+    p99.9, max and mean only from that line (None without it)."""
     with open(path) as f:
         out = f.read()
-    r = {"rps": None, "p50": None, "p99": None, "requests": None, "errors": 0, "raw": out}
+    r = {"rps": None, "p50": None, "p90": None, "p99": None, "p999": None, "max": None,
+         "mean": None, "requests": None, "errors": 0, "raw": out}
     m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
     if m:
         r["rps"] = float(m.group(1))
@@ -43,6 +57,13 @@ def parse_wrk(path):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
         if m:
             r["p" + pct] = latency_ms(m.group(1))
+    m = re.search(r"^BENCH_LATENCY_US (.*)$", out, re.M)
+    if m:
+        fields = dict(kv.split("=", 1) for kv in m.group(1).split())
+        for key, name in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999"),
+                          ("max", "max"), ("mean", "mean")):
+            if key in fields:
+                r[name] = float(fields[key]) / 1000
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         r["errors"] += sum(int(x) for x in m.groups())
@@ -95,6 +116,13 @@ def ratio(a, b, good_if_at_least):
     return f"{q:.2f} {'ok' if ok else 'MISS'}"
 
 
+def plain_ratio(a, b):
+    """'1.05' for a/b, no target."""
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
 def text_table(header, rows, aligns):
     widths = [max(len(str(r[i])) for r in [header] + rows if r) for i in range(len(header))]
 
@@ -117,6 +145,49 @@ def md_table(header, rows, aligns):
     return "\n".join(out)
 
 
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def combine(runs):
+    """The rounds of one scenario and target, combined: the median of each figure (with two
+    rounds, their mean), errors summed, other load at its worst, and the req/s spread."""
+    c = {k: median([r[k] for r in runs]) for k in ("rps", "p50", "p99", "p999", "max", "cpu_us_per_req")}
+    c["errors"] = sum(r["errors"] for r in runs) + sum(1 for r in runs if r["rps"] is None)
+    c["other_pct"] = max(r["other_pct"] for r in runs)
+    rps = [r["rps"] for r in runs if r["rps"] is not None]
+    c["spread"] = None
+    if len(rps) >= 2 and statistics.mean(rps) > 0:
+        c["spread"] = (max(rps) - min(rps)) / statistics.mean(rps) * 100
+    c["rounds"] = len(runs)
+    return c
+
+
+def read_results(path, clk_tck):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rnd, scenario, target, wrk_file, ticks, up, wrk, busy, wall = line.rstrip("\n").split("\t")
+            r = parse_wrk(wrk_file)
+            r["round"] = int(rnd)
+            r["cpu_us_per_req"] = None
+            if ticks != "-" and r["requests"]:
+                r["cpu_us_per_req"] = int(ticks) / clk_tck * 1e6 / r["requests"]
+            # CPU the machine spent on anything but wrk, the upstream and the proxy, in % of
+            # one CPU over the run: other work on the machine (a build...) that skews the run.
+            ours = int(up) + int(wrk) + (0 if ticks == "-" else int(ticks))
+            r["other_pct"] = max(0.0, (int(busy) - ours) / (float(wall) * clk_tck) * 100)
+            runs.setdefault((scenario, target), []).append(r)
+    return runs
+
+
+def other_cell(pct):
+    return f"{pct:.0f}%" + (" !" if pct > NOISY_PCT else "")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -125,98 +196,180 @@ def main():
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
 
-    results = {}
-    with open(os.path.join(args.dir, "results.tsv")) as f:
-        for line in f:
-            scenario, target, wrk_file, ticks, up, wrk, busy, wall = line.rstrip("\n").split("\t")
-            r = parse_wrk(wrk_file)
-            r["cpu_us_per_req"] = None
-            if ticks != "-" and r["requests"]:
-                r["cpu_us_per_req"] = int(ticks) / args.clk_tck * 1e6 / r["requests"]
-            # CPU the machine spent on anything but wrk, the upstream and the proxy, in % of
-            # one CPU over the run: other work on the machine (a build...) that skews the run.
-            ours = int(up) + int(wrk) + (0 if ticks == "-" else int(ticks))
-            r["other_pct"] = max(0.0, (int(busy) - ours) / (float(wall) * args.clk_tck) * 100)
-            results[(scenario, target)] = r
+    runs = read_results(os.path.join(args.dir, "results.tsv"), args.clk_tck)
+    comb = {k: combine(v) for k, v in runs.items()}
+    nrounds = max((len(v) for v in runs.values()), default=0)
+    targets = [(t, label) for t, label in TARGETS if any(k[1] == t for k in runs)]
+    have = {t for t, _ in targets}
 
-    # --- load table ---
-    header = ["scenario", "target", "req/s", "p50", "p99", "proxy CPU µs/req", "errors", "other load"]
-    aligns = ["l", "l", "r", "r", "r", "r", "r", "r"]
-    rows = []
-    noisy = []
+    # --- load table: the rounds combined ---
+    header = ["scenario", "target", "req/s", "spread", "p50", "p99", "p99.9", "proxy CPU µs/req",
+              "errors", "other load"]
+    aligns = ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r"]
+    rows, noisy, failed = [], set(), []
+    verdicts = {"req/s": [], "p99": [], "CPU/req": []}
     for key, label in SCENARIOS:
+        if not any((key, t) in comb for t, _ in targets):
+            continue
         first = True
-        for t, tlabel in TARGETS:
-            r = results.get((key, t))
-            if r is None:
-                rows.append([label if first else "", tlabel] + ["n/a"] * 6)
-            else:
-                cpu = r["cpu_us_per_req"]
-                other = f"{r['other_pct']:.0f}%"
-                if r["other_pct"] > NOISY_PCT:
-                    other += " !"
-                    noisy.append(f"{key}/{t}")
-                rows.append([label if first else "", tlabel, fmt_int(r["rps"]), fmt_ms(r["p50"]),
-                             fmt_ms(r["p99"]), fmt_cpu(cpu) if t != "direct" else "-", r["errors"], other])
+        for t, tlabel in targets:
+            c = comb.get((key, t))
+            name = label if first else ""
             first = False
-        s, n = results.get((key, "sidecar")), results.get((key, "nginx"))
-        rows.append(["", "sidecar/nginx",
-                     ratio(s and s["rps"], n and n["rps"], True), "",
-                     ratio(s and s["p99"], n and n["p99"], False),
-                     ratio(s and s["cpu_us_per_req"], n and n["cpu_us_per_req"], False), "", ""])
+            if c is None:
+                rows.append([name, tlabel] + ["n/a"] * 8)
+                continue
+            if c["other_pct"] > NOISY_PCT:
+                noisy.add(f"{key}/{t}")
+            if c["errors"] or c["rps"] is None:
+                failed.append(f"{key}/{t}")
+            rows.append([name, tlabel, fmt_int(c["rps"]),
+                         "-" if c["spread"] is None else f"{c['spread']:.1f}%",
+                         fmt_ms(c["p50"]), fmt_ms(c["p99"]), fmt_ms(c["p999"]),
+                         fmt_cpu(c["cpu_us_per_req"]) if t != "direct" else "-", c["errors"],
+                         other_cell(c["other_pct"])])
+        s = comb.get((key, "sidecar"))
+        for ref, marks in (("nginx", True), ("haproxy", False)):
+            if "sidecar" not in have or ref not in have:
+                continue
+            n = comb.get((key, ref))
+            sv = {k: s and s[k] for k in ("rps", "p99", "p999", "cpu_us_per_req")}
+            nv = {k: n and n[k] for k in ("rps", "p99", "p999", "cpu_us_per_req")}
+            if marks:
+                cells = [ratio(sv["rps"], nv["rps"], True), "", "",
+                         ratio(sv["p99"], nv["p99"], False), plain_ratio(sv["p999"], nv["p999"]),
+                         ratio(sv["cpu_us_per_req"], nv["cpu_us_per_req"], False)]
+                for name, cell in (("req/s", cells[0]), ("p99", cells[3]), ("CPU/req", cells[5])):
+                    verdicts[name].append((label, cell))
+            else:
+                cells = [plain_ratio(sv["rps"], nv["rps"]), "", "", plain_ratio(sv["p99"], nv["p99"]),
+                         plain_ratio(sv["p999"], nv["p999"]),
+                         plain_ratio(sv["cpu_us_per_req"], nv["cpu_us_per_req"])]
+            rows.append(["", f"sidecar/{ref}"] + cells + ["", ""])
         rows.append(None)
-    rows.pop()
+    if rows:
+        rows.pop()
+
+    # --- per-round table ---
+    rheader = ["round", "scenario", "target", "req/s", "p50", "p99", "p99.9", "max",
+               "proxy CPU µs/req", "errors", "other load"]
+    raligns = ["r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r"]
+    rrows = []
+    for rnd in range(1, nrounds + 1):
+        for key, label in SCENARIOS:
+            for t, tlabel in targets:
+                r = next((x for x in runs.get((key, t), []) if x["round"] == rnd), None)
+                if r is None:
+                    continue
+                rrows.append([rnd, label, tlabel, fmt_int(r["rps"]), fmt_ms(r["p50"]), fmt_ms(r["p99"]),
+                              fmt_ms(r["p999"]), fmt_ms(r["max"]),
+                              fmt_cpu(r["cpu_us_per_req"]) if t != "direct" else "-", r["errors"],
+                              other_cell(r["other_pct"])])
 
     # --- memory table ---
-    mheader = ["memory", "sidecar", "nginx proxy"]
-    maligns = ["l", "r", "r"]
-    # (after start, after the load runs, the idle-connection test)
-    mem = {t: (load_json(os.path.join(args.dir, f"mem-{t}-start.json")),
-               load_json(os.path.join(args.dir, f"mem-{t}-load.json")),
-               load_json(os.path.join(args.dir, f"idle-{t}.json"))) for t in ("sidecar", "nginx")}
+    proxies = [(p, label) for p, label in PROXIES
+               if glob.glob(os.path.join(args.dir, f"mem-{p}-*.json"))
+               or glob.glob(os.path.join(args.dir, f"idle-{p}-*.json"))]
+    mheader = ["memory"] + [label for _, label in proxies]
+    maligns = ["l"] + ["r"] * len(proxies)
+    start = {p: load_json(os.path.join(args.dir, f"mem-{p}-start.json")) for p, _ in proxies}
+    after = {p: load_json(os.path.join(args.dir, f"mem-{p}-load.json")) for p, _ in proxies}
+    counts = sorted({int(m.group(1)) for f in glob.glob(os.path.join(args.dir, "idle-*-*.json"))
+                     if (m := re.search(r"-(\d+)\.json$", f))})
+    idle = {(p, n): load_json(os.path.join(args.dir, f"idle-{p}-{n}.json")) for p, _ in proxies for n in counts}
+    stream = {(p, d): load_json(os.path.join(args.dir, f"stream-{p}-{d}.json"))
+              for p, _ in proxies for d in ("down", "up")}
 
-    def cell(t, fn):
-        try:
-            v = fn(*mem[t])
-        except (TypeError, KeyError):
-            return "n/a"
-        return "n/a" if v is None else v
+    def row(label, fn, source):
+        cells = []
+        for p, _ in proxies:
+            try:
+                v = fn(source(p))
+            except (TypeError, KeyError, ZeroDivisionError):
+                v = None
+            cells.append("n/a" if v is None else v)
+        return [label] + cells
 
-    idle_n = next((m[2]["requested"] for m in mem.values() if m[2]), 1000)
     mrows = [
-        ["processes / threads", cell("sidecar", lambda s, l, i: f"{s['processes']} / {s['threads']}"),
-         cell("nginx", lambda s, l, i: f"{s['processes']} / {s['threads']}")],
-        ["RSS after start", cell("sidecar", lambda s, l, i: fmt_mib(s["rss_kib"])),
-         cell("nginx", lambda s, l, i: fmt_mib(s["rss_kib"]))],
-        [f"RSS with {idle_n:,} idle keep-alive connections (before any load)",
-         cell("sidecar", lambda s, l, i: fmt_mib(i["rss_idle_kib"])),
-         cell("nginx", lambda s, l, i: fmt_mib(i["rss_idle_kib"]))],
-        ["  per idle connection", cell("sidecar", lambda s, l, i: f"{i['per_conn_kib']:.1f} KiB"),
-         cell("nginx", lambda s, l, i: f"{i['per_conn_kib']:.1f} KiB")],
-        ["  connections opened / still open after the hold",
-         cell("sidecar", lambda s, l, i: f"{i['opened']} / {i['still_open']}"),
-         cell("nginx", lambda s, l, i: f"{i['opened']} / {i['still_open']}")],
-        ["RSS after the load runs", cell("sidecar", lambda s, l, i: fmt_mib(l["rss_kib"])),
-         cell("nginx", lambda s, l, i: fmt_mib(l["rss_kib"]))],
-        ["peak RSS over the whole run (VmHWM)", cell("sidecar", lambda s, l, i: fmt_mib(l["hwm_kib"])),
-         cell("nginx", lambda s, l, i: fmt_mib(l["hwm_kib"]))],
+        row("processes / threads", lambda s: f"{s['processes']} / {s['threads']}", start.get),
+        row("RSS after start", lambda s: fmt_mib(s["rss_kib"]), start.get),
+    ]
+    for n in counts:
+        get_idle = (lambda n: lambda p: idle[(p, n)])(n)
+        mrows += [
+            row(f"RSS with {n:,} idle keep-alive connections", lambda i: fmt_mib(i["rss_idle_kib"]), get_idle),
+            row("  per idle connection", lambda i: f"{i['per_conn_kib']:.1f} KiB", get_idle),
+            row("  opened / still open after the hold",
+                lambda i: f"{i['opened']:,} / {i['still_open']:,}", get_idle),
+        ]
+    for d, what in (("down", "download"), ("up", "upload")):
+        get_stream = (lambda d: lambda p: stream[(p, d)])(d)
+        mrows += [
+            row(f"RSS peak while streaming a 1 GiB {what}",
+                lambda x: fmt_mib(x["rss_peak_kib"]) + ("" if x["ok"] else " FAILED"), get_stream),
+            row("  RSS before it; transfer rate",
+                lambda x: f"{x['rss_before_kib'] / 1024:.1f} MiB; {x['mib_per_s']:,.0f} MiB/s", get_stream),
+        ]
+    mrows += [
+        row("RSS after the load runs", lambda s: fmt_mib(s["rss_kib"]), after.get),
+        row("peak RSS over the load runs (VmHWM)", lambda s: fmt_mib(s["hwm_kib"]), after.get),
     ]
 
-    legend = ("targets: direct = wrk straight to the upstream nginx (no proxy); "
-              "nginx = nginx reverse proxy; sidecar = threepid-sidecar (release build).\n"
-              "proxy CPU µs/req = utime+stime of the proxy's processes during the run / requests "
-              "(for the 1 MiB download: µs per MiB).\n"
-              "sidecar/nginx ratios: req/s ≥ 1.00, p99 ≤ 1.00 and CPU ≤ 1.00 meet the target "
-              "(ok), otherwise MISS. errors = wrk socket errors + non-2xx responses.\n"
-              "nginx proxies /versions unchanged; the sidecar parses and rewrites it.\n"
-              "other load = CPU time spent, on the CPUs the run used, by anything but wrk, the upstream and the proxy "
-              f"during the run, in % of one CPU; a run over {NOISY_PCT}% (!) shared the machine "
-              "and its numbers are skewed: run again on a quiet machine.")
-    failed = [f"{k}/{t}" for (k, t), r in results.items() if r["errors"] or r["rps"] is None]
+    # --- targets, in words ---
+    summary = []
+    for name, want in (("req/s", "≥ nginx"), ("p99", "≤ nginx"), ("CPU/req", "≤ nginx")):
+        v = verdicts[name]
+        if v:
+            met = [lab for lab, cell in v if cell.endswith(" ok")]
+            missed = [f"{lab} ({cell.split()[0]})" for lab, cell in v if not cell.endswith(" ok")]
+            summary.append(f"sidecar {name} {want}: met in {len(met)} of {len(v)} scenarios"
+                           + (f"; missed: {', '.join(missed)}" if missed else ""))
+    s1000 = idle.get(("sidecar", 1000))
+    if s1000 and s1000.get("rss_idle_kib") is not None:
+        mib = s1000["rss_idle_kib"] / 1024
+        summary.append(f"sidecar RSS with 1,000 idle keep-alive connections: {mib:.1f} MiB "
+                       f"(target < {RSS_TARGET_MIB} MiB): {'ok' if mib < RSS_TARGET_MIB else 'MISS'}")
+    problems = []
+    for (p, n), i in idle.items():
+        if i and (i.get("opened") != i.get("requested") or i.get("still_open") != i.get("opened")):
+            problems.append(f"{p}: {i.get('opened')} of {n:,} idle connections opened, "
+                            f"{i.get('still_open')} still open after the hold")
+    for (p, d), x in stream.items():
+        if x and not x.get("ok"):
+            problems.append(f"{p}: the 1 GiB {'download' if d == 'down' else 'upload'} failed: {x.get('error')}")
+
+    legend = (
+        "targets: direct = wrk straight to the upstream nginx (no proxy); nginx and HAProxy = "
+        "reverse proxies set up as commonly recommended; sidecar = threepid-sidecar (release build).\n"
+        f"each load figure is the median over the {nrounds} round(s) (with 2 rounds: their mean); "
+        "spread = (max − min) / mean of req/s across the rounds; the ratios use the combined "
+        "figures; errors are summed and other load is the worst round's.\n"
+        "p50/p99/p99.9 from wrk's latency histogram (latency.lua), closed loop: at saturation "
+        "mostly queueing (≈ connections / req/s).\n"
+        "proxy CPU µs/req = utime+stime of the proxy's processes during the run / requests "
+        "(1 MiB upload and download: µs per MiB).\n"
+        "sidecar/nginx: req/s ≥ 1.00, p99 ≤ 1.00 and CPU ≤ 1.00 meet the target (ok), otherwise "
+        "MISS; p99.9 and sidecar/haproxy are for comparison (no target). errors = wrk socket "
+        "errors + non-2xx responses.\n"
+        "nginx and HAProxy forward /versions unchanged; the sidecar parses and rewrites it. nginx "
+        "buffers each upload to a temporary file before forwarding it (its default); HAProxy and "
+        "the sidecar stream it.\n"
+        "memory: each figure from a freshly started proxy (restarted before each measurement); "
+        "nginx = master + workers summed. The load runs then use one more fresh process: its RSS "
+        "after them and its peak (VmHWM).\n"
+        "other load = CPU time spent, on the CPUs the run used, by anything but wrk, the upstream "
+        f"and the proxy during the run, in % of one CPU; a run over {NOISY_PCT}% (!) shared the "
+        "machine and its numbers are skewed: run again on a quiet machine.")
     if failed:
         legend += "\nWARNING: errors or no result in " + ", ".join(failed) + ": those rows mean nothing"
     if noisy:
-        legend += f"\nWARNING: {len(noisy)} run(s) shared the machine with other work: " + ", ".join(noisy)
+        legend += (f"\nWARNING: {len(noisy)} row(s) had a run that shared the machine with other work: "
+                   + ", ".join(sorted(noisy)))
+    for p in problems:
+        legend += "\nWARNING: " + p
+
+    def md_mem(rows):
+        return [[c.strip() if i == 0 and c.startswith("  ") else c for i, c in enumerate(r)] for r in rows]
 
     print()
     if args.title:
@@ -227,8 +380,12 @@ def main():
     print()
     print(text_table(header, rows, aligns))
     print()
-    print(text_table(mheader, mrows, maligns))
+    for line in summary:
+        print(line)
     print()
+    if proxies:
+        print(text_table(mheader, mrows, maligns))
+        print()
     print(legend)
     print()
     print("---- Markdown ----")
@@ -242,11 +399,19 @@ def main():
         print()
     print(md_table(header, [r for r in rows if r], aligns))
     print()
-    print(md_table(mheader, [[c.strip() if i == 0 and c.startswith("  ") else c for i, c in enumerate(r)]
-                             for r in mrows], maligns))
-    print()
+    for line in summary:
+        print(f"- {line}")
+    if summary:
+        print()
+    if proxies:
+        print(md_table(mheader, md_mem(mrows), maligns))
+        print()
     for line in legend.split("\n"):
         print(line + "  ")
+    print()
+    print(f"#### Each round ({nrounds})")
+    print()
+    print(md_table(rheader, rrows, raligns))
     return 0
 
 

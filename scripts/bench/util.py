@@ -7,7 +7,9 @@
     util.py wait-ready PID TIMEOUT URL [URL...]
                                          until one URL answers 200 (exit 0), PID exits (exit 1)
                                          or TIMEOUT seconds pass (exit 2); prints the URL that answered
-    util.py check TARGET URL_BASE WWW    sanity-checks the three benchmark paths through a target
+    util.py check TARGET URL_BASE WWW    sanity-checks the benchmark paths through a target: the
+                                         three GETs, and a 1 MiB upload that must reach the upstream
+                                         whole (its X-Bench-Request-Length header)
 """
 
 import json
@@ -90,8 +92,14 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def get(url, timeout=5.0):
     """(status, headers, body) for a GET; (None, None, error text) when nothing answered."""
+    return request(url, timeout=timeout)
+
+
+def request(url, data=None, headers=None, method=None, timeout=5.0):
+    """(status, headers, body) for a request; (None, None, error text) when nothing answered."""
     try:
-        with OPENER.open(url, timeout=timeout) as r:
+        req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+        with OPENER.open(req, timeout=timeout) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -155,6 +163,26 @@ def check(target, base, www):
     code, headers, body = get(base + "/_matrix/media/r0/download/bench/1mib", timeout=10.0)
     if code != 200 or len(body) != 1 << 20:
         problems.append(f"1mib: status {code}, {len(body)} bytes (want 200, 1048576)")
+
+    # The upload: the upstream reads the whole body before it answers, and says how much
+    # it read ($request_length: request line + headers + body).
+    upload = b"u" * (1 << 20)
+    code, headers, body = request(base + "/_matrix/media/r0/upload?filename=check.bin", data=upload,
+                                  headers={"Content-Type": "application/octet-stream"},
+                                  method="POST", timeout=10.0)
+    read = None
+    try:
+        read = int(headers.get("X-Bench-Request-Length", "")) if headers else None
+    except ValueError:
+        pass
+    try:
+        uri = json.loads(body).get("content_uri") if code == 200 else None
+    except (ValueError, AttributeError):
+        uri = None
+    if code != 200 or uri != "mxc://bench/upload":
+        problems.append(f"upload: status {code}, body {body[:80]!r}")
+    elif read is None or read < len(upload):
+        problems.append(f"upload: the upstream read {read} bytes of request (want > {len(upload)})")
 
     if problems:
         print(f"{target}: PROBLEM: " + "; ".join(problems))
