@@ -10,9 +10,9 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -77,7 +77,7 @@ pub fn spawn_listener(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> JoinHandle<()> {
-    let builder = Arc::new(connection_builder(&state));
+    let builders = Arc::new(Builders::new(&state));
     tokio::spawn(async move {
         let Bound {
             kind,
@@ -93,10 +93,10 @@ pub fn spawn_listener(
                     Ok((stream, peer)) => {
                         let watcher = graceful.watcher();
                         let state = state.clone();
-                        let builder = builder.clone();
+                        let builders = builders.clone();
                         let tls = tls.clone();
                         tokio::spawn(async move {
-                            serve_connection(kind, stream, peer, tls, state, builder, watcher).await;
+                            serve_connection(kind, stream, peer, tls, state, builders, watcher).await;
                         });
                     }
                     Err(e) => {
@@ -125,21 +125,40 @@ pub fn spawn_listener(
     })
 }
 
-fn connection_builder(state: &AppState) -> auto::Builder<TokioExecutor> {
-    let server = &state.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    builder
+/// The HTTP/1.1 and HTTP/2 connection settings of a listener.
+///
+/// The two protocols are served by their own builders rather than hyper-util's `auto`
+/// builder: its version sniff reads the first bytes itself and hands them back through a
+/// rewind buffer, which makes hyper's first read a short one and doubles the connection's
+/// read buffer to 16 KiB for its whole life. Peeking leaves the socket as it was.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
+
+impl Builders {
+    fn new(state: &AppState) -> Self {
+        let server = &state.config.server;
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .max_header_size(server.max_header_bytes)
+            .max_buf_size(MAX_READ_BUF);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256);
+        Self { http1, http2 }
+    }
+}
+
+/// The most an HTTP/1.1 connection reads at once: a request body (an upload) arrives in
+/// pieces of up to this size, and an idle connection keeps 8 KiB.
+const MAX_READ_BUF: usize = 64 * 1024;
+
+type ConnResult = Result<(), hyper::Error>;
 
 async fn serve_connection(
     kind: Listener,
@@ -147,7 +166,7 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let _ = stream.set_nodelay(true);
@@ -155,10 +174,10 @@ async fn serve_connection(
         peer,
         tls: tls.is_some(),
     };
-    // hyper's header_read_timeout runs only once HTTP/1 has been recognised (the auto
-    // builder's version sniff waits for bytes with no deadline) and HTTP/2 has none: the
+    // hyper's header_read_timeout covers HTTP/1 request heads once a connection is being
+    // served; the protocol sniff, the TLS handshake and HTTP/2 have none of their own: the
     // first request head must arrive within header_read_timeout, or the connection is closed.
-    let header_read_timeout = state.config.server.header_read_timeout;
+    let deadline = tokio::time::Instant::now() + state.config.server.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let notify = first_request.clone();
     let service = service_fn(move |request: Request<Incoming>| {
@@ -168,41 +187,112 @@ async fn serve_connection(
             let request = request.map(BodyExt::boxed);
             let response = match kind {
                 Listener::Client => routes::client(&state, &conn, request).await,
-                Listener::Identity => routes::identity::handle(&state, &conn, request).await,
-                Listener::Admin => routes::admin::handle(&state, request).await,
+                // Boxed, like the client routes' handlers: see routes::client.
+                Listener::Identity => {
+                    Box::pin(routes::identity::handle(&state, &conn, request)).await
+                }
+                Listener::Admin => Box::pin(routes::admin::handle(&state, request)).await,
             };
             Ok::<_, Infallible>(response)
         }
     });
-    let deadline = tokio::time::Instant::now() + header_read_timeout;
-    let result = match tls {
-        None => {
-            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-            first_request_within(deadline, &first_request, conn).await
-        }
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-            match handshake {
-                Ok(Ok(stream)) => {
-                    let conn =
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                    let deadline = tokio::time::Instant::now() + header_read_timeout;
-                    first_request_within(deadline, &first_request, conn).await
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(listener = kind.name(), error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(listener = kind.name(), "TLS handshake timed out");
-                    return;
-                }
+    // This future lives as long as the connection: what it holds inline is paid by every
+    // idle keep-alive connection, so only plain HTTP/1.1 (nearly all of a sidecar's traffic)
+    // is inline; HTTP/2 and TLS are boxed.
+    let result: ConnResult = match tls {
+        None => match tokio::time::timeout_at(deadline, sniff(&stream)).await {
+            Ok(Ok(Some(Protocol::Http1))) => {
+                let conn = builders
+                    .http1
+                    .serve_connection(TokioIo::new(stream), service);
+                first_request_within(deadline, &first_request, watcher.watch(conn)).await
             }
+            Ok(Ok(Some(Protocol::Http2))) => {
+                let conn = builders
+                    .http2
+                    .serve_connection(TokioIo::new(stream), service);
+                Box::pin(first_request_within(
+                    deadline,
+                    &first_request,
+                    watcher.watch(conn),
+                ))
+                .await
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(listener = kind.name(), error = %e, "connection failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    listener = kind.name(),
+                    "no request within header_read_timeout; closing"
+                );
+                return;
+            }
+        },
+        Some(acceptor) => {
+            Box::pin(async {
+                let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = kind.name(), error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = kind.name(), "TLS handshake timed out");
+                        return Ok(());
+                    }
+                };
+                // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); without it, HTTP/1.1.
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let conn = builders
+                        .http2
+                        .serve_connection(TokioIo::new(stream), service);
+                    first_request_within(deadline, &first_request, watcher.watch(conn)).await
+                } else {
+                    let conn = builders
+                        .http1
+                        .serve_connection(TokioIo::new(stream), service);
+                    first_request_within(deadline, &first_request, watcher.watch(conn)).await
+                }
+            })
+            .await
         }
     };
     if let Err(e) = result {
         tracing::debug!(listener = kind.name(), error = %e, "connection ended with an error");
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 with prior knowledge from HTTP/1.x by peeking at the first bytes, without
+/// consuming them; `None` when the client closes before sending anything.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(Protocol::Http1));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        // A prefix of the preface so far (a client sending it in pieces): peeking again at
+        // once would return the same bytes, so wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -8,6 +8,8 @@ pub mod request_token;
 pub mod submit_token;
 pub mod versions;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use hyper::{Method, Request, Response};
@@ -140,34 +142,32 @@ pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
             &state.config.server.trusted_proxies,
         )
     };
-    let response = async {
-        match route {
-            Route::Versions => versions::handle(state, conn, request).await,
-            Route::RequestToken(medium, purpose) => {
-                request_token::handle(state, conn, medium, purpose, request).await
-            }
-            Route::EmailLinkPage => submit_token::email_link_page(state, request).await,
-            Route::EmailSubmit => {
-                submit_token::email_submit(state, client_ip(&request), request).await
-            }
-            Route::MsisdnSubmit => {
-                submit_token::json_submit(state, client_ip(&request), request).await
-            }
-            Route::Creds => creds::handle(state, conn, request).await,
-            Route::Forward => {
-                proxy::forward(
-                    &state.upstream,
-                    &state.metrics,
-                    &state.config.server.trusted_proxies,
-                    conn,
-                    request,
-                )
-                .await
-            }
+    // Every handler's future is boxed: hyper keeps room for the service's future for as long
+    // as a connection lives, so its size is paid by every idle keep-alive connection.
+    let handler: Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> = match route {
+        Route::Versions => Box::pin(versions::handle(state, conn, request)),
+        Route::RequestToken(medium, purpose) => {
+            Box::pin(request_token::handle(state, conn, medium, purpose, request))
         }
-    }
-    .instrument(span.clone())
-    .await;
+        Route::EmailLinkPage => Box::pin(submit_token::email_link_page(state, request)),
+        Route::EmailSubmit => {
+            let ip = client_ip(&request);
+            Box::pin(submit_token::email_submit(state, ip, request))
+        }
+        Route::MsisdnSubmit => {
+            let ip = client_ip(&request);
+            Box::pin(submit_token::json_submit(state, ip, request))
+        }
+        Route::Creds => Box::pin(creds::handle(state, conn, request)),
+        Route::Forward => Box::pin(proxy::forward(
+            &state.upstream,
+            &state.metrics,
+            &state.config.server.trusted_proxies,
+            conn,
+            request,
+        )),
+    };
+    let response = handler.instrument(span.clone()).await;
     let status = response.status().as_u16();
     state.metrics.request(route.class(), status);
     span.record("status", status);

@@ -1,8 +1,8 @@
-//! A small HTTP/1.1 client for tests: one request, the whole answer.
+//! A small HTTP client for tests: one request, the whole answer.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper::{HeaderMap, Method, Request, StatusCode, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -10,6 +10,7 @@ use hyper_util::rt::TokioExecutor;
 /// A whole response.
 #[derive(Debug)]
 pub struct Answer {
+    pub version: Version,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -100,6 +101,19 @@ pub async fn send_tls(
     body: impl Into<Bytes>,
     ca_pem: &std::path::Path,
 ) -> Answer {
+    send_tls_as(Version::HTTP_11, method, url, headers, body, ca_pem).await
+}
+
+/// [`send_tls`] offering only `version` in ALPN (HTTP/1.1 or HTTP/2); the answer's version
+/// is in [`Answer::version`].
+pub async fn send_tls_as(
+    version: Version,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    ca_pem: &std::path::Path,
+) -> Answer {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
@@ -118,10 +132,15 @@ pub async fn send_tls(
     .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        .https_only();
+    let connector = if version == Version::HTTP_2 {
+        connector.enable_http2().build()
+    } else {
+        connector.enable_http1().build()
+    };
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(version == Version::HTTP_2)
+        .build(connector);
     let mut request = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -142,6 +161,7 @@ pub async fn get_tls(url: &str, ca_pem: &std::path::Path) -> Answer {
 }
 
 async fn answer(response: hyper::Response<hyper::body::Incoming>) -> Answer {
+    let version = response.version();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response
@@ -151,6 +171,7 @@ async fn answer(response: hyper::Response<hyper::body::Incoming>) -> Answer {
         .expect("the whole body")
         .to_bytes();
     Answer {
+        version,
         status,
         headers,
         body,

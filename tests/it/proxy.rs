@@ -485,6 +485,130 @@ async fn an_http2_client_is_forwarded_as_http1_with_a_host_header() {
 }
 
 #[tokio::test]
+async fn an_http2_preface_that_arrives_in_pieces_is_still_served_as_http2() {
+    bounded(Duration::from_secs(10), async {
+        let (_upstream, sidecar) = setup().await;
+        let stream = TcpStream::connect(sidecar.client).await.expect("connect");
+        // The first 5 bytes of the preface ("PRI *") are also how no HTTP/1 request starts,
+        // but not enough to tell; the rest arrives 100 ms later.
+        let stream = Trickle::new(stream, 5, Duration::from_millis(100));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an h2c prior-knowledge handshake");
+        tokio::spawn(connection);
+        let request = Request::get(sidecar.url("/_matrix/client/r0/pushrules/"))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let response = sender.send_request(request).await.expect("an answer");
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert_eq!(response.status(), StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tls_client_listener_serves_http2_when_alpn_chooses_it_and_http1_otherwise() {
+    bounded(Duration::from_secs(10), async {
+        let upstream = Upstream::start().await;
+        let certs = tempfile::tempdir().expect("a temp dir");
+        let files = threepid_sidecar::tls::generate_self_signed("localhost", certs.path())
+            .expect("a self-signed certificate");
+        let mut config = TestConfig::new(&upstream.url());
+        config
+            .set("server.tls_cert_file", files.cert.display().to_string())
+            .set("server.tls_key_file", files.key.display().to_string());
+        let sidecar = Sidecar::start(config).await;
+        let url = format!(
+            "https://localhost:{}/_matrix/client/r0/pushrules/",
+            sidecar.client.port()
+        );
+        for version in [Version::HTTP_2, Version::HTTP_11] {
+            let answer =
+                http::send_tls_as(version, Method::GET, &url, &[], Bytes::new(), &files.cert).await;
+            assert_eq!(answer.version, version);
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            let echo: Echo = serde_json::from_slice(&answer.body).expect("an echo");
+            assert_eq!(echo.version, "HTTP/1.1");
+        }
+    })
+    .await;
+}
+
+/// A client stream whose first write sends only `first` bytes and whose next write waits
+/// `pause`: a request head (or preface) that reaches the server in two pieces.
+struct Trickle {
+    inner: TcpStream,
+    first: usize,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    pause_for: Duration,
+    written: usize,
+}
+
+impl Trickle {
+    fn new(inner: TcpStream, first: usize, pause: Duration) -> Self {
+        Self {
+            inner,
+            first,
+            pause: None,
+            pause_for: pause,
+            written: 0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.written == 0 {
+            let n = buf.len().min(this.first);
+            let result = std::pin::Pin::new(&mut this.inner).poll_write(cx, &buf[..n]);
+            if let Poll::Ready(Ok(n)) = result {
+                this.written = n;
+                this.pause = Some(Box::pin(tokio::time::sleep(this.pause_for)));
+            }
+            return result;
+        }
+        if let Some(pause) = this.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_upstream_gets_502_with_a_matrix_body() {
     bounded(Duration::from_secs(10), async {
         let mut config = TestConfig::new(&closed_port_url());
