@@ -72,6 +72,12 @@ pub struct Upstream {
     pub compat: PathCompat,
 }
 
+/// The most an HTTP/1.1 connection reads at once, client side and upstream side: a body
+/// streams through in pieces of up to this size, and a connection's read buffer grows to it
+/// at most (hyper's default, about 400 KB, would let every pooled upstream connection that
+/// once carried a download keep that much; an idle connection keeps 8 KiB).
+pub const MAX_READ_BUF: usize = 64 * 1024;
+
 impl Upstream {
     pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
@@ -87,6 +93,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
+            .http1_max_buf_size(MAX_READ_BUF)
             .build(https);
         let url = &config.url;
         let scheme = if url.scheme() == "https" {

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::AppState;
-use crate::proxy::ConnInfo;
+use crate::proxy::{self, ConnInfo};
 use crate::routes;
 
 /// Which listener a connection arrived on.
@@ -144,7 +144,7 @@ impl Builders {
             .timer(TokioTimer::new())
             .header_read_timeout(server.header_read_timeout)
             .max_header_size(server.max_header_bytes)
-            .max_buf_size(MAX_READ_BUF);
+            .max_buf_size(proxy::MAX_READ_BUF);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -153,10 +153,6 @@ impl Builders {
         Self { http1, http2 }
     }
 }
-
-/// The most an HTTP/1.1 connection reads at once: a request body (an upload) arrives in
-/// pieces of up to this size, and an idle connection keeps 8 KiB.
-const MAX_READ_BUF: usize = 64 * 1024;
 
 type ConnResult = Result<(), hyper::Error>;
 
