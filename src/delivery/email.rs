@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use lettre::address::Envelope;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::TlsParameters;
 use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use url::Url;
 
@@ -39,8 +39,7 @@ enum Transport {
 impl EmailSender {
     /// Builds the configured transport without connecting, so start-up does not depend
     /// on the mail server (health stays independent of SMTP). For `file`, creates
-    /// `file_dir` when missing. Call it inside the Tokio runtime: the SMTP connection
-    /// pool starts its idle-connection reaper task here.
+    /// `file_dir` when missing.
     pub fn new(
         config: &Email,
         server_name: &str,
@@ -115,9 +114,13 @@ impl EmailSender {
             rand::random::<u128>(),
             self.from.email.domain()
         );
+        // The envelope given, so that lettre does not parse it back out of the headers.
+        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
+            .map_err(|e| DeliveryError::Build(e.to_string()))?;
         Message::builder()
             .from(self.from.clone())
             .to(Mailbox::new(None, to))
+            .envelope(envelope)
             .subject(rendered.subject)
             .date_now()
             .message_id(Some(message_id))
@@ -214,19 +217,16 @@ fn smtp_transport(config: &Email) -> Result<SmtpClient, DeliveryError> {
         .query_pairs()
         .find(|(k, _)| k == "tls")
         .map(|(_, v)| v.into_owned());
-    let tls_params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
+    let tls = || smtp::tls_connector().map_err(|e| bad(&e.to_string()));
     let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
-        ("smtp", None | Some("required")) => (Security::StartTls(tls_params()?), 587),
+        ("smtp", None | Some("required")) => (Security::StartTls(tls()?), 587),
         ("smtp", Some("none")) => {
             if !is_loopback(&host) {
                 tracing::warn!(host = %host, "email.smtp_url: plain SMTP (tls=none) to a host that is not loopback");
             }
             (Security::None, 25)
         }
-        ("smtps", None) => (
-            Security::Implicit(smtp::implicit_tls().map_err(|e| bad(&e.to_string()))?),
-            465,
-        ),
+        ("smtps", None) => (Security::Implicit(tls()?), 465),
         ("smtp" | "smtps", Some(other)) => {
             return Err(bad(&format!(
                 "tls={other:?} is not supported (smtp:// takes tls=none)"
@@ -262,25 +262,15 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Sorts a failed send into ours.
-fn send_error(e: SendError, to: &str) -> DeliveryError {
-    match e {
-        SendError::Smtp(e) => smtp_error(&e, to),
-        SendError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => DeliveryError::Timeout,
-        SendError::Connect(e) => DeliveryError::Unreachable(e.to_string()),
-    }
-}
-
-/// Sorts a lettre error into ours. The server's reply may quote the recipient, so the
+/// Sorts a failed send into ours. The server's reply may quote the recipient, so the
 /// address is masked in the text that is kept.
-fn smtp_error(e: &lettre::transport::smtp::Error, to: &str) -> DeliveryError {
-    let text = e.to_string().replace(to, &mask_email(to));
-    if e.is_timeout() {
-        DeliveryError::Timeout
-    } else if e.is_permanent() || e.is_transient() {
-        DeliveryError::Refused(text)
-    } else {
-        DeliveryError::Unreachable(text)
+fn send_error(e: SendError, to: &str) -> DeliveryError {
+    let masked = |text: String| text.replace(to, &mask_email(to));
+    match e {
+        SendError::Refused { text, .. } => DeliveryError::Refused(masked(text)),
+        SendError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => DeliveryError::Timeout,
+        SendError::Io(e) => DeliveryError::Unreachable(masked(e.to_string())),
+        SendError::Protocol(text) => DeliveryError::Unreachable(masked(text)),
     }
 }
 

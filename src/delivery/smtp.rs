@@ -1,34 +1,38 @@
-//! A small pool of SMTP connections over lettre's protocol client, owned here for two
-//! reasons lettre's pooled transport (0.11) cannot serve:
+//! A small pool of SMTP connections, and the client conversation over them ([`conn`]),
+//! owned here rather than lettre's pooled transport (0.11) for three reasons:
 //!
 //! - **TCP_NODELAY.** lettre writes a message's body and its closing `\r\n.\r\n` in two
-//!   writes; without TCP_NODELAY, Nagle's algorithm holds the second until the server's
-//!   delayed ACK, about 40 ms per message. Every socket here has it set.
+//!   writes; without TCP_NODELAY, Nagle's algorithm held the second until the server's
+//!   delayed ACK, about 40 ms per message. [`conn`] writes them together, and every socket
+//!   here has TCP_NODELAY set all the same.
 //! - **Cancellation.** A send that is cancelled halfway (a timeout, a client that goes
 //!   away) must not hand its connection back with a reply still unread: the next message
 //!   on it would read that stale reply as its own. A connection returns to the pool only
 //!   after a completed send; anything else drops (closes) it.
+//! - **Round trips.** lettre's connection waits for the reply to every command; with a
+//!   server that offers PIPELINING, [`conn`] sends a message in two round trips, not four.
+
+mod conn;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::Error as SmtpError;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// Idle connections kept for reuse.
-const MAX_IDLE: usize = 8;
+use conn::Connection;
+
+/// Idle connections kept for reuse: more than the outbox's senders use at once
+/// (`outbox.concurrency`, 32 by default), so that a busy outbox does not close and reopen
+/// connections; only as many as were ever busy at once exist.
+const MAX_IDLE: usize = 64;
 /// An idle connection older than this is not reused (servers close idle sessions).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
@@ -38,28 +42,28 @@ pub enum Security {
     /// Plain text (a relay on loopback).
     None,
     /// STARTTLS, required.
-    StartTls(TlsParameters),
+    StartTls(TlsConnector),
     /// TLS from the first byte (`smtps://`).
     Implicit(TlsConnector),
 }
 
-/// Why a send failed: the SMTP conversation, or reaching the server at all.
-#[derive(Debug)]
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    Smtp(SmtpError),
-    Connect(io::Error),
-}
-
-impl From<SmtpError> for SendError {
-    fn from(e: SmtpError) -> Self {
-        SendError::Smtp(e)
-    }
-}
-
-impl From<io::Error> for SendError {
-    fn from(e: io::Error) -> Self {
-        SendError::Connect(e)
-    }
+    /// The server refused (a 4xx or 5xx reply).
+    #[error("{text}")]
+    Refused {
+        code: u16,
+        /// 5xx: the same message would be refused again.
+        permanent: bool,
+        text: String,
+    },
+    /// The server answered something this client cannot go on with.
+    #[error("{0}")]
+    Protocol(String),
+    /// Connecting, TLS, reading or writing.
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
 /// Where and how to send.
@@ -70,7 +74,7 @@ pub struct SmtpClient {
     credentials: Option<Credentials>,
     connect_timeout: Duration,
     hello: ClientId,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Connection, Instant)>>,
 }
 
 impl fmt::Debug for SmtpClient {
@@ -82,8 +86,8 @@ impl fmt::Debug for SmtpClient {
     }
 }
 
-/// A rustls connector for implicit TLS, verifying against the Web PKI roots.
-pub fn implicit_tls() -> Result<TlsConnector, rustls::Error> {
+/// A rustls connector for STARTTLS and implicit TLS, verifying against the Web PKI roots.
+pub fn tls_connector() -> Result<TlsConnector, rustls::Error> {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -113,47 +117,49 @@ impl SmtpClient {
         }
     }
 
-    /// Sends one message. A pooled connection that turns out to be dead is replaced once.
+    /// Sends one message. A pooled connection that turns out to have died while idle is
+    /// replaced once, when nothing of the message can have been taken yet.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
         if let Some(mut conn) = self.take_idle() {
             match conn.send(envelope, message).await {
-                Ok(_) => {
+                Ok(()) => {
                     self.put_back(conn);
                     return Ok(());
                 }
-                // The server refused the message itself: a fresh connection would not help.
-                Err(e) if e.is_permanent() || e.is_transient() => return Err(e.into()),
-                // The idle connection died under us: try a new one.
-                Err(_) => {}
+                Err(failed) if failed.stale => {}
+                Err(failed) => return Err(failed.error),
             }
         }
         let mut conn = self.connect().await?;
-        conn.send(envelope, message).await?;
+        conn.send(envelope, message).await.map_err(|f| f.error)?;
         self.put_back(conn);
         Ok(())
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < MAX_IDLE_AGE && !conn.has_broken() {
+            if since.elapsed() < MAX_IDLE_AGE {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn put_back(&self, conn: AsyncSmtpConnection) {
-        if conn.has_broken() {
-            return;
-        }
+    fn put_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The oldest are first: close those past their age.
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= MAX_IDLE_AGE)
+            .count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
         }
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<Connection, SendError> {
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect((self.host.as_str(), self.port)),
@@ -161,65 +167,13 @@ impl SmtpClient {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         tcp.set_nodelay(true)?;
-        let stream: Box<dyn AsyncTokioStream> = match &self.security {
-            Security::Implicit(connector) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                Box::new(TlsTcp(connector.connect(name, tcp).await?))
-            }
-            _ => Box::new(tcp),
-        };
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
-        if let Security::StartTls(parameters) = &self.security {
-            conn.starttls(parameters.clone(), &self.hello).await?;
-        }
-        if let Some(credentials) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await?;
-        }
-        Ok(conn)
-    }
-}
-
-/// A TLS stream lettre can drive: [`AsyncTokioStream`] wants `peer_addr`.
-struct TlsTcp(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl fmt::Debug for TlsTcp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TlsTcp")
-    }
-}
-
-impl AsyncRead for TlsTcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsTcp {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for TlsTcp {
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().0.peer_addr()
+        Connection::open(
+            tcp,
+            &self.host,
+            &self.security,
+            &self.hello,
+            self.credentials.as_ref(),
+        )
+        .await
     }
 }
