@@ -20,8 +20,8 @@
 //! whose hash is still missing after [`orphan_grace`] is an orphan.
 //!
 //! **Delivery guarantee.** Each entry is delivered to one sender by the consumer group and
-//! deleted (XACK + XDEL) right after it was sent, so in the normal case a message is sent
-//! once. Across crashes it is at least once: a sender that dies after sending but before
+//! deleted (XACK + XDEL) right after it was sent (with the other entries handled meanwhile,
+//! in one round trip), so in the normal case a message is sent once. Across crashes it is at least once: a sender that dies after sending but before
 //! deleting leaves the entry to be claimed and sent again.
 //!
 //! **Retries** keep no state outside Redis (see `session::redis::outbox`): a failed entry's
@@ -38,6 +38,7 @@
 //! connection of its own yet and polls without blocking instead ([`OutboxReader::polling`](crate::session::redis::OutboxReader::polling):
 //! a new message waits up to 200 ms longer).
 
+mod finish;
 mod sender;
 
 use std::time::Duration;

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::join_all;
 use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::finish::Finisher;
 use super::{
     AfterFailure, DeadLetter, Delivery, Queued, after_failure, consumer_name, orphan_grace, scrub,
 };
@@ -40,6 +42,7 @@ pub fn spawn(
     let sender = Sender {
         consumer: consumer_name(),
         state,
+        finisher: Finisher::new(store.clone()),
         store,
     };
     tokio::spawn(Arc::new(sender).run(reader, stop))
@@ -49,6 +52,8 @@ struct Sender {
     state: Arc<AppState>,
     store: Arc<RedisStore>,
     consumer: String,
+    /// Deletes handled entries, many in one round trip.
+    finisher: Finisher,
 }
 
 /// What the session says about a queued message.
@@ -142,7 +147,7 @@ impl Sender {
                     )
                     .await;
                 match claimed {
-                    Ok(claimed) => self.take(claimed, &slots, &mut in_hand),
+                    Ok(claimed) => self.take(claimed, &slots, &mut in_hand).await,
                     Err(e) => {
                         group_ready = false;
                         self.note_error(&mut failing, &e);
@@ -165,7 +170,7 @@ impl Sender {
                         tracing::info!("outbox sender: Redis answers again");
                     }
                     // Delivered to this sender: handled even when a stop came meanwhile.
-                    self.take(read, &slots, &mut in_hand);
+                    self.take(read, &slots, &mut in_hand).await;
                 }
                 Err(e) => {
                     // NOGROUP after Redis restarted empty, or Redis down: start over.
@@ -180,15 +185,30 @@ impl Sender {
     }
 
     /// Starts a task per message, each holding a slot until it is done. The batch was asked
-    /// for with the slots free, so there is one for each.
-    fn take(
+    /// for with the slots free, so there is one for each. Whether each message's session
+    /// change committed is asked for the whole batch at once first (one round trip, where
+    /// each task would wait for its own); a message not found committed then is looked at
+    /// again by its task, which waits for a request still under way.
+    async fn take(
         self: &Arc<Self>,
         batch: Vec<Delivery>,
         slots: &Arc<Semaphore>,
         in_hand: &mut JoinSet<()>,
     ) {
         let taken = Instant::now();
-        for delivery in batch {
+        let expiries = join_all(batch.iter().map(|delivery| async move {
+            match delivery {
+                Delivery::Message(m) => self
+                    .store
+                    .outbox_token_expiry(&m.sid, &m.token_hash)
+                    .await
+                    .ok()
+                    .flatten(),
+                Delivery::Malformed { .. } | Delivery::Gone { .. } => None,
+            }
+        }))
+        .await;
+        for (delivery, committed) in batch.into_iter().zip(expiries) {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 // Not expected; the message comes due again after claim_timeout.
                 tracing::warn!(id = delivery.id(), "outbox: no free slot for a message");
@@ -197,7 +217,7 @@ impl Sender {
             let sender = self.clone();
             in_hand.spawn(async move {
                 let _slot: OwnedSemaphorePermit = slot;
-                sender.handle(delivery, taken).await;
+                sender.handle(delivery, taken, committed).await;
             });
         }
     }
@@ -234,14 +254,11 @@ impl Sender {
         }
     }
 
-    async fn handle(&self, delivery: Delivery, taken: Instant) {
+    /// `committed`: the token's expiry, when the session was already seen to hold it.
+    async fn handle(&self, delivery: Delivery, taken: Instant, committed: Option<u64>) {
         match delivery {
-            Delivery::Message(message) => self.handle_message(message, taken).await,
-            Delivery::Gone { id } => {
-                if let Err(e) = self.store.outbox_finish(&id).await {
-                    tracing::debug!(error = %e, "outbox: could not acknowledge a deleted entry");
-                }
-            }
+            Delivery::Message(message) => self.handle_message(message, taken, committed).await,
+            Delivery::Gone { id } => self.finisher.finish(id).await,
             Delivery::Malformed {
                 id,
                 enqueued_ms,
@@ -263,15 +280,19 @@ impl Sender {
         }
     }
 
-    async fn handle_message(&self, m: Queued, taken: Instant) {
+    async fn handle_message(&self, m: Queued, taken: Instant, committed: Option<u64>) {
         let to = mask_address(&m.address);
         let medium = m.medium.as_str();
-        let token_expires_ms = match self.committed(&m).await {
+        let committed = match committed {
+            Some(token_expires_ms) => Ok(Committed::Yes { token_expires_ms }),
+            None => self.committed(&m).await,
+        };
+        let token_expires_ms = match committed {
             Ok(Committed::Yes { token_expires_ms }) => token_expires_ms,
             Ok(Committed::Orphan) => {
                 tracing::debug!(%to, %medium, "outbox: dropped a message whose session change did not happen");
                 self.state.metrics.message(medium, "dropped");
-                self.finish(&m.id).await;
+                self.finisher.finish(m.id).await;
                 return;
             }
             Ok(Committed::NotYet(wait)) => {
@@ -307,12 +328,8 @@ impl Sender {
         match deliver(&self.state, &outgoing).await {
             Ok(()) => {
                 self.state.metrics.message(medium, "sent");
-                if self.finish(&m.id).await {
-                    tracing::info!(%to, %medium, attempt = m.attempt, "outbox: token sent");
-                } else {
-                    // It will be claimed and sent again: at least once.
-                    tracing::warn!(%to, "outbox: token sent, but its entry could not be deleted");
-                }
+                tracing::info!(%to, %medium, attempt = m.attempt, "outbox: token sent");
+                self.finisher.finish(m.id).await;
             }
             Err(e) => {
                 self.state.metrics.message(medium, "failed");
@@ -362,17 +379,6 @@ impl Sender {
                 None => return Ok(Committed::NotYet(grace - age)),
             }
         }
-    }
-
-    /// XACK + XDEL, tried twice; whether it worked.
-    async fn finish(&self, id: &str) -> bool {
-        for _ in 0..2 {
-            match self.store.outbox_finish(id).await {
-                Ok(()) => return true,
-                Err(e) => tracing::debug!(error = %e, "outbox: could not delete an entry"),
-            }
-        }
-        false
     }
 
     async fn retry_in(&self, m: &Queued, taken: Instant, wait: Duration) {

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::config::{IdServerParam, Mode};
+use crate::config::{IdServerParam, Mode, RateLimit};
 use crate::delivery::sms::SmsRequest;
 use crate::delivery::{DeliveryError, MailRequest};
 use crate::matrix::{self, Body, MatrixError, full, json_response};
@@ -21,7 +21,7 @@ use crate::proxy::{self, ConnInfo};
 use crate::ratelimit::LimitKey;
 use crate::routes::check_rate_limit;
 use crate::routes::submit_token::{EMAIL_SUBMIT_PATH, MSISDN_SUBMIT_PATH};
-use crate::session::{Medium, OutboxMessage, Purpose, SendDecision, SendRequest};
+use crate::session::{LimitedSend, Medium, OutboxMessage, Purpose, SendDecision, SendRequest};
 use crate::token::{self, SecretHash, TokenHash};
 use crate::validate::{self, TokenRequest};
 
@@ -158,14 +158,21 @@ async fn serve(
             "Third-party identifier is not allowed on this server.",
         ));
     }
-    check_rate_limit(
-        state,
-        &LimitKey::request_token_address(medium, &req.address),
+    let address_limit = (
+        LimitKey::request_token_address(medium, &req.address),
         limits.request_token_per_address,
-    )
-    .await?;
+    );
+    let forwarded =
+        client_id_server.is_some() && threepid.id_server_param == IdServerParam::Forward;
+    let direct = !forwarded && threepid.mode != Mode::ViaUpstream;
+    // A request that goes on to a store with an outbox has its address limit counted in the
+    // same step as its session change (one round trip on Redis); any other, here.
+    let limit_with_session = direct && state.store.queues();
+    if !limit_with_session {
+        check_rate_limit(state, &address_limit.0, address_limit.1).await?;
+    }
     match client_id_server {
-        Some(id_server) if threepid.id_server_param == IdServerParam::Forward => {
+        Some(id_server) if forwarded => {
             // The legacy path: the client's identity server does everything.
             let response = forward(state, conn, parts, legacy_body(medium, &body, id_server)).await;
             return Ok((response, "forwarded"));
@@ -175,7 +182,8 @@ async fn serve(
     if threepid.mode == Mode::ViaUpstream {
         return via_upstream(state, conn, parts, &body, &req, purpose).await;
     }
-    let (sid, outcome) = issue(state, &req, purpose).await?;
+    let limit = limit_with_session.then_some((&address_limit.0, address_limit.1));
+    let (sid, outcome) = issue_limited(state, &req, purpose, limit).await?;
     Ok((answer(state, &req, &sid), outcome))
 }
 
@@ -292,6 +300,17 @@ pub async fn issue(
     req: &TokenRequest,
     purpose: Purpose,
 ) -> Result<(String, &'static str), MatrixError> {
+    issue_limited(state, req, purpose, None).await
+}
+
+/// [`issue`], counting the request against `limit` first when given (a store that queues
+/// does both in one step): a limited request gets 429 and changes nothing.
+async fn issue_limited(
+    state: &AppState,
+    req: &TokenRequest,
+    purpose: Purpose,
+    limit: Option<(&LimitKey, RateLimit)>,
+) -> Result<(String, &'static str), MatrixError> {
     let token = match req.medium {
         Medium::Email => token::new_email_token(),
         Medium::Msisdn => token::new_sms_token(),
@@ -320,14 +339,40 @@ pub async fn issue(
                 Medium::Msisdn => SecretString::from(String::new()),
             },
         };
-        state.store.begin_send_queued(send_request, message).await
+        match limit {
+            Some((key, limit)) => state
+                .store
+                .begin_send_queued_limited(key, limit, now_ms, send_request, message)
+                .await
+                .map(|done| match done {
+                    LimitedSend::Limited { retry_after_ms } => Err((key.name(), retry_after_ms)),
+                    LimitedSend::Decided(decision) => Ok(decision),
+                }),
+            None => state
+                .store
+                .begin_send_queued(send_request, message)
+                .await
+                .map(Ok),
+        }
     } else {
-        state.store.begin_send(send_request).await
+        if let Some((key, limit)) = limit {
+            check_rate_limit(state, key, limit).await?;
+        }
+        state.store.begin_send(send_request).await.map(Ok)
     }
     .map_err(|e| {
         tracing::warn!(error = %e, "requestToken: store failed");
         MatrixError::store_unavailable()
     })?;
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err((name, retry_after_ms)) => {
+            // As check_rate_limit answers a limited request.
+            state.metrics.rate_limited(name);
+            tracing::info!(limit = name, retry_after_ms, "rate limited");
+            return Err(MatrixError::limit_exceeded(retry_after_ms));
+        }
+    };
     let masked = validate::mask_address(&req.address);
     match &decision {
         SendDecision::AlreadySent { sid } => {

@@ -8,8 +8,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, SessionStore, StoreError,
-    SubmitOutcome,
+    LimitedSend, Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, SessionStore,
+    StoreError, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
@@ -59,6 +59,20 @@ impl SessionStore for Metered {
     ) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
         let call = self.inner.begin_send_queued(req, message);
         self.observe("begin_send_queued", call)
+    }
+
+    fn begin_send_queued_limited<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        limit_now_ms: u64,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> BoxFuture<'a, Result<LimitedSend, StoreError>> {
+        let call = self
+            .inner
+            .begin_send_queued_limited(key, limit, limit_now_ms, req, message);
+        self.observe("begin_send_queued_limited", call)
     }
 
     fn undo_send<'a>(

@@ -16,6 +16,7 @@ pub mod redis;
 use std::fmt;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
@@ -141,6 +142,15 @@ pub enum SendDecision {
     AlreadySent { sid: String },
 }
 
+/// What [`SessionStore::begin_send_queued_limited`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitedSend {
+    /// The limit refused the request: nothing was counted, started or queued.
+    Limited { retry_after_ms: u64 },
+    /// The limit let the request through (counting it), and then this was decided.
+    Decided(SendDecision),
+}
+
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -200,6 +210,32 @@ pub trait SessionStore: Send + Sync + 'static {
         req: SendRequest,
         message: OutboxMessage,
     ) -> BoxFuture<'_, Result<SendDecision, StoreError>>;
+
+    /// [`SessionStore::rate_limit`] on `key` at `limit_now_ms`, then, if the request may go
+    /// on, [`SessionStore::begin_send_queued`]: in one step (one round trip) where the store
+    /// can (Redis with every key on one server), as the two calls otherwise. A limited
+    /// request changes nothing else.
+    fn begin_send_queued_limited<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        limit_now_ms: u64,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> BoxFuture<'a, Result<LimitedSend, StoreError>> {
+        async move {
+            match self.rate_limit(key, limit, limit_now_ms).await? {
+                RateDecision::Limited { retry_after_ms } => {
+                    Ok(LimitedSend::Limited { retry_after_ms })
+                }
+                RateDecision::Allowed => self
+                    .begin_send_queued(req, message)
+                    .await
+                    .map(LimitedSend::Decided),
+            }
+        }
+        .boxed()
+    }
 
     /// Takes back a [`SendDecision::Send`] whose message could not be sent: the token is
     /// removed, a created session is deleted, a continued one gets its old `send_attempt`.

@@ -169,12 +169,11 @@ impl Templates {
             link => vars.link,
             token => vars.token,
         };
-        let base = purpose.as_str();
-        let subject = self.render(&format!("{base}.subject.txt"), &ctx)?;
+        let [subject, text, html] = mail_templates(purpose);
         Ok(RenderedMail {
-            subject: one_line(&subject),
-            text: self.render(&format!("{base}.txt"), &ctx)?,
-            html: self.render(&format!("{base}.html"), &ctx)?,
+            subject: one_line(&self.render(subject, &ctx)?),
+            text: self.render(text, &ctx)?,
+            html: self.render(html, &ctx)?,
         })
     }
 
@@ -248,6 +247,27 @@ impl Templates {
             reason: "reason",
         })?;
         Ok(())
+    }
+}
+
+/// The subject, text and HTML templates of a purpose's mail.
+fn mail_templates(purpose: Purpose) -> [&'static str; 3] {
+    match purpose {
+        Purpose::Registration => [
+            "registration.subject.txt",
+            "registration.txt",
+            "registration.html",
+        ],
+        Purpose::PasswordReset => [
+            "password_reset.subject.txt",
+            "password_reset.txt",
+            "password_reset.html",
+        ],
+        Purpose::AddThreepid => [
+            "add_threepid.subject.txt",
+            "add_threepid.txt",
+            "add_threepid.html",
+        ],
     }
 }
 

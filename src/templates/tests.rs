@@ -228,3 +228,19 @@ fn a_missing_templates_dir_fails_load() {
         .to_string();
     assert!(err.contains("/nonexistent/templates"), "{err}");
 }
+
+#[test]
+fn each_purpose_names_its_three_mail_templates_after_itself() {
+    for purpose in PURPOSES {
+        let base = purpose.as_str();
+        let want = [
+            format!("{base}.subject.txt"),
+            format!("{base}.txt"),
+            format!("{base}.html"),
+        ];
+        assert_eq!(mail_templates(purpose), want.each_ref().map(String::as_str));
+        for name in mail_templates(purpose) {
+            assert!(BUILTINS.iter().any(|(known, _)| *known == name), "{name}");
+        }
+    }
+}

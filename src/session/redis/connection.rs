@@ -95,6 +95,12 @@ impl Connection {
         })
     }
 
+    /// Whether every key is on one server (one server, or a Sentinel set-up's master), so
+    /// that one script may touch keys of different hash slots.
+    pub(super) fn one_node(&self) -> bool {
+        !matches!(self, Connection::Cluster(_))
+    }
+
     /// A handle on the connection in use; Sentinel may have to find the master first, and
     /// Cluster to connect.
     async fn conn(&self) -> Result<Conn, StoreError> {

@@ -1,8 +1,8 @@
 //! The Redis backend: sessions and rate limits shared by every replica (DESIGN §4, §5).
 //!
 //! Owns the key layout and the Lua scripts (the `.lua` files next to this one) that make each
-//! change atomic. Every script touches exactly one key, so each runs in one hash slot and the
-//! layout works on Redis Cluster:
+//! change atomic. Every script but one touches exactly one key, so each runs in one hash slot
+//! and the layout works on Redis Cluster:
 //!
 //! - `{prefix}lookup:{<hex sha256 of medium\0address\0secret-hash-hex>}` → sid (PX = lifetime);
 //! - `{prefix}session:{<sid>}` → hash of `medium`, `address`, `secret`, `purpose`, `next_link`,
@@ -14,7 +14,8 @@
 //!   [`PURPOSE_NOTE_TTL`].
 //! - `{prefix}outbox` and `{prefix}outbox-dead` → the durable outbox's streams (see
 //!   [`outbox`]); `begin_send` with a queued message writes the stream first and the session
-//!   second, in two steps (DESIGN §7).
+//!   second: in two steps on Redis Cluster (DESIGN §7), in one script (`begin_queued.lua`, the
+//!   one script with more than one key) where every key is on one server.
 //!
 //! [`connection`] owns the connection, its timeouts and its retry, and is the one place that
 //! knows the [`Topology`] (with [`sentinel`] and [`cluster`]); [`sessions`], [`rate_limit`]
@@ -28,6 +29,7 @@ mod sentinel;
 mod sessions;
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -37,8 +39,8 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Medium, OutboxMessage, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session,
-    SessionStore, StoreError, StoreSettings, SubmitOutcome,
+    LimitedSend, Medium, OutboxMessage, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest,
+    Session, SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{LimitKey, RateDecision};
@@ -79,6 +81,8 @@ struct Scripts {
     lookup: Script,
     /// Step 2 of `begin_send`: create or continue the session.
     begin: Script,
+    /// `begin_send` with the message queued, in one step, where every key is on one server.
+    begin_queued: Script,
     /// `undo_send` on the session.
     undo: Script,
     /// `undo_send` on the lookup entry of a deleted session.
@@ -91,16 +95,24 @@ struct Scripts {
     rate_limit: Script,
 }
 
+/// The `send_attempt` rule, the start of both scripts that apply it.
+const SEND_RULE: &str = include_str!("send_rule.lua");
+/// GCRA, the start of both scripts that count a rate limit.
+const GCRA: &str = include_str!("gcra.lua");
+
 impl Scripts {
     fn new() -> Self {
         Self {
             lookup: Script::new(include_str!("lookup.lua")),
-            begin: Script::new(include_str!("begin.lua")),
+            begin: Script::new(&[SEND_RULE, include_str!("begin.lua")].concat()),
+            begin_queued: Script::new(
+                &[SEND_RULE, GCRA, include_str!("begin_queued.lua")].concat(),
+            ),
             undo: Script::new(include_str!("undo.lua")),
             unlook: Script::new(include_str!("unlook.lua")),
             reserve: Script::new(include_str!("reserve.lua")),
             validate: Script::new(include_str!("validate.lua")),
-            rate_limit: Script::new(include_str!("rate_limit.lua")),
+            rate_limit: Script::new(&[GCRA, include_str!("rate_limit.lua")].concat()),
         }
     }
 }
@@ -111,6 +123,10 @@ pub struct RedisStore {
     settings: StoreSettings,
     command_timeout: Duration,
     scripts: Scripts,
+    /// `begin_send_queued` in three steps although the topology is one server: set when
+    /// that server refused a script on keys in different slots (a proxy in front of a
+    /// cluster, presented as one server).
+    queue_in_steps: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -148,6 +164,7 @@ impl RedisStore {
             settings,
             command_timeout,
             scripts: Scripts::new(),
+            queue_in_steps: AtomicBool::new(false),
         })
     }
 
@@ -193,6 +210,18 @@ impl SessionStore for RedisStore {
         message: OutboxMessage,
     ) -> BoxFuture<'_, Result<SendDecision, StoreError>> {
         let op = self.begin_send_queued_inner(req, message);
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn begin_send_queued_limited<'a>(
+        &'a self,
+        key: &'a LimitKey,
+        limit: RateLimit,
+        limit_now_ms: u64,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> BoxFuture<'a, Result<LimitedSend, StoreError>> {
+        let op = self.begin_send_queued_limited_inner(key, limit, limit_now_ms, req, message);
         bound_all(self.command_timeout, op).boxed()
     }
 

@@ -1,13 +1,20 @@
 //! The session operations of the Redis backend: each a short sequence of the scripts in this
-//! folder, every one of which touches a single key (see the key layout in [`super`]); and
-//! `begin_send` with the message queued in the outbox ([`super::outbox`]).
+//! folder, every one of which but `begin_queued.lua` touches a single key (see the key layout
+//! in [`super`]); and `begin_send` with the message queued in the outbox ([`super::outbox`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use redis::{ErrorKind, ScriptInvocation, ServerErrorKind};
+use secrecy::ExposeSecret;
 
 use super::RedisStore;
 use super::connection::Conn;
+use crate::config::RateLimit;
+use crate::ratelimit::{LimitKey, RateDecision, burst_tolerance_ms, emission_interval_ms};
 use crate::session::{
-    Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, StoreError, SubmitOutcome,
+    LimitedSend, Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, StoreError,
+    SubmitOutcome,
 };
 use crate::token::{self, SecretHash, TokenHash};
 
@@ -29,18 +36,27 @@ impl RedisStore {
         self.commit_send(&mut conn, sid, &req).await
     }
 
-    /// `begin_send` with the message queued, in three steps that work on Redis Cluster
-    /// although the stream and the session live in different slots: (a) the sid; (b) the
-    /// outbox entry, before (c) the session change that commits the token's hash. A sender
-    /// sends an entry only once its hash is in the session, so a crash or a timeout between
-    /// (b) and (c) leaves an orphan that is dropped, never a message for an uncommitted
-    /// token. When (c) says "already sent", the entry goes at once (it would be dropped
-    /// anyway).
+    /// `begin_send` with the message queued. Where every key is on one server, one script
+    /// does it all atomically (`begin_queued.lua`). On Redis Cluster, where the stream and
+    /// the session live in different slots, in three steps: (a) the sid; (b) the outbox
+    /// entry, before (c) the session change that commits the token's hash. A sender sends
+    /// an entry only once its hash is in the session, so a crash or a timeout between (b)
+    /// and (c) leaves an orphan that is dropped, never a message for an uncommitted token.
+    /// When (c) says "already sent", the entry goes at once (it would be dropped anyway).
     pub(super) async fn begin_send_queued_inner(
         &self,
         req: SendRequest,
         message: OutboxMessage,
     ) -> Result<SendDecision, StoreError> {
+        if self.queues_at_once() {
+            match self.begin_queued_at_once(&req, &message, None).await? {
+                Some(LimitedSend::Decided(decision)) => return Ok(decision),
+                Some(LimitedSend::Limited { .. }) => {
+                    return Err(StoreError::Corrupt("limited without a limit".into()));
+                }
+                None => self.queue_in_steps_from_now_on(),
+            }
+        }
         let (mut conn, sid) = self.lookup_sid(&req).await?;
         let entry = self.enqueue(&mut conn, &sid, &req, &message).await?;
         let decision = self.commit_send(&mut conn, sid, &req).await;
@@ -50,6 +66,102 @@ impl RedisStore {
             self.unqueue(&mut conn, &entry).await;
         }
         decision
+    }
+
+    /// The rate limit on `key`, then `begin_send_queued`: one script where every key is on
+    /// one server, the limit's script and the steps above otherwise.
+    pub(super) async fn begin_send_queued_limited_inner(
+        &self,
+        key: &LimitKey,
+        limit: RateLimit,
+        limit_now_ms: u64,
+        req: SendRequest,
+        message: OutboxMessage,
+    ) -> Result<LimitedSend, StoreError> {
+        if self.queues_at_once() {
+            let limit = Some((key, limit, limit_now_ms));
+            match self.begin_queued_at_once(&req, &message, limit).await? {
+                Some(done) => return Ok(done),
+                None => self.queue_in_steps_from_now_on(),
+            }
+        }
+        match self.rate_limit_inner(key, limit, limit_now_ms).await? {
+            RateDecision::Limited { retry_after_ms } => Ok(LimitedSend::Limited { retry_after_ms }),
+            RateDecision::Allowed => self
+                .begin_send_queued_inner(req, message)
+                .await
+                .map(LimitedSend::Decided),
+        }
+    }
+
+    fn queues_at_once(&self) -> bool {
+        self.connection.one_node() && !self.queue_in_steps.load(Ordering::Relaxed)
+    }
+
+    fn queue_in_steps_from_now_on(&self) {
+        self.queue_in_steps.store(true, Ordering::Relaxed);
+        tracing::warn!(
+            "Redis refused a script on keys in different slots (a cluster behind one \
+             address?): queuing in steps from now on"
+        );
+    }
+
+    /// `begin_queued.lua`, with the rate limit first when given; `None` when the server
+    /// refused it for its keys' slots (nothing ran). Safe to repeat after a dropped
+    /// connection: a repeat of a call that did run finds the same `send_attempt` and queues
+    /// nothing (it may count the limit twice, as a repeated `rate_limit` may).
+    async fn begin_queued_at_once(
+        &self,
+        req: &SendRequest,
+        message: &OutboxMessage,
+        limit: Option<(&LimitKey, RateLimit, u64)>,
+    ) -> Result<Option<LimitedSend>, StoreError> {
+        let (medium, secret) = (req.medium.as_str(), req.client_secret.to_hex());
+        let mut script = self.scripts.begin_queued.prepare_invoke();
+        script
+            .key(self.lookup_key(medium, &req.address, &secret))
+            .key(self.outbox_key());
+        self.rule_args(&mut script, req, &secret);
+        script
+            .arg(token::new_sid())
+            .arg(format!("{}session:{{", self.settings.key_prefix))
+            .arg(message.token.expose_secret())
+            .arg(message.client_secret.expose_secret());
+        if let Some((key, limit, now_ms)) = limit {
+            script
+                .key(self.rate_key(key))
+                .arg(now_ms)
+                .arg(emission_interval_ms(limit))
+                .arg(burst_tolerance_ms(limit));
+        }
+        let script = &script;
+        let (_, reply): (Conn, Option<Vec<String>>) = self
+            .connection
+            .first_call(move |mut c| async move {
+                match script.invoke_async(&mut c).await {
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        match reply.as_slice() {
+            [_, s, retry] if s == "limited" => match parse::<u64>(retry, "retry") {
+                Ok(retry_after_ms) if retry_after_ms > 0 => {
+                    Ok(Some(LimitedSend::Limited { retry_after_ms }))
+                }
+                _ => Err(StoreError::Corrupt(format!(
+                    "rate limit {} answered {reply:?}",
+                    limit.map_or("?", |(key, ..)| key.name())
+                ))),
+            },
+            [sid, decision @ ..] => decision_from(sid.clone(), decision)
+                .map(LimitedSend::Decided)
+                .map(Some),
+            [] => Err(StoreError::Corrupt("begin_queued answered nothing".into())),
+        }
     }
 
     /// Step 1 of `begin_send`: the sid for (medium, address, secret), made if there is none.
@@ -66,6 +178,22 @@ impl RedisStore {
             .await
     }
 
+    /// The arguments of the `send_attempt` rule (`send_rule.lua`), in its order.
+    fn rule_args(&self, script: &mut ScriptInvocation<'_>, req: &SendRequest, secret_hex: &str) {
+        script
+            .arg(self.lifetime_ms())
+            .arg(req.now_ms)
+            .arg(req.medium.as_str())
+            .arg(&req.address)
+            .arg(secret_hex)
+            .arg(req.purpose.as_str())
+            .arg(if req.next_link.is_some() { "1" } else { "0" })
+            .arg(req.next_link.as_deref().unwrap_or(""))
+            .arg(req.send_attempt)
+            .arg(req.token.to_hex())
+            .arg(req.token_expires_ms);
+    }
+
     /// Step 2 of `begin_send`: create or continue the session under the `send_attempt` rule.
     async fn commit_send(
         &self,
@@ -74,38 +202,12 @@ impl RedisStore {
         req: &SendRequest,
     ) -> Result<SendDecision, StoreError> {
         let mut step2 = self.scripts.begin.key(self.session_key(&sid));
-        step2
-            .arg(self.lifetime_ms())
-            .arg(req.now_ms)
-            .arg(req.medium.as_str())
-            .arg(&req.address)
-            .arg(req.client_secret.to_hex())
-            .arg(req.purpose.as_str())
-            .arg(if req.next_link.is_some() { "1" } else { "0" })
-            .arg(req.next_link.as_deref().unwrap_or(""))
-            .arg(req.send_attempt)
-            .arg(req.token.to_hex())
-            .arg(req.token_expires_ms);
+        self.rule_args(&mut step2, req, &req.client_secret.to_hex());
         let reply: Vec<String> = self
             .connection
             .call(conn.generation, step2.invoke_async(&mut conn.manager))
             .await?;
-        match reply.as_slice() {
-            [s] if s == "created" => Ok(SendDecision::Send {
-                sid,
-                created: true,
-                previous_attempt: None,
-            }),
-            [s] if s == "already" => Ok(SendDecision::AlreadySent { sid }),
-            [s, old] if s == "continued" => Ok(SendDecision::Send {
-                sid,
-                created: false,
-                previous_attempt: Some(parse(old, "attempt")?),
-            }),
-            _ => Err(StoreError::Corrupt(format!(
-                "session {sid} does not match its lookup entry"
-            ))),
-        }
+        decision_from(sid, &reply)
     }
 
     pub(super) async fn undo_send_inner(
@@ -232,6 +334,26 @@ impl RedisStore {
             .map(|kv| (kv[0].clone(), kv[1].clone()))
             .collect();
         session_from(sid, &fields).map(SubmitOutcome::Validated)
+    }
+}
+
+/// What `send_rule.lua` decided, as a [`SendDecision`] for `sid`.
+fn decision_from(sid: String, reply: &[String]) -> Result<SendDecision, StoreError> {
+    match reply {
+        [s] if s == "created" => Ok(SendDecision::Send {
+            sid,
+            created: true,
+            previous_attempt: None,
+        }),
+        [s] if s == "already" => Ok(SendDecision::AlreadySent { sid }),
+        [s, old] if s == "continued" => Ok(SendDecision::Send {
+            sid,
+            created: false,
+            previous_attempt: Some(parse(old, "attempt")?),
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "session {sid} does not match its lookup entry"
+        ))),
     }
 }
 

@@ -264,17 +264,20 @@ impl RedisStore {
         Ok(!array(&reply)?.is_empty())
     }
 
-    /// Done with an entry: XACK and XDEL (together, on one key), so the token is gone.
-    pub async fn outbox_finish(&self, id: &str) -> Result<(), StoreError> {
+    /// Done with entries: XACK and XDEL (together, on one key), so their tokens are gone.
+    pub async fn outbox_finish(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("XACK")
             .arg(self.outbox_key())
             .arg(GROUP)
-            .arg(id)
+            .arg(ids)
             .ignore()
             .cmd("XDEL")
             .arg(self.outbox_key())
-            .arg(id)
+            .arg(ids)
             .ignore();
         let pipe = &pipe;
         let op = self
@@ -344,7 +347,7 @@ impl RedisStore {
             .connection
             .first_call(move |mut c| async move { xadd.query_async::<Value>(&mut c).await });
         bound_all(self.command_timeout, op).await?;
-        self.outbox_finish(&record.id).await
+        self.outbox_finish(std::slice::from_ref(&record.id)).await
     }
 
     /// Removes from the group the consumers other than `me` that hold no entry and have not

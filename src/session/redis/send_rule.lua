@@ -1,0 +1,40 @@
+-- The `send_attempt` rule (DESIGN §4) on one session hash, shared by begin.lua and
+-- begin_queued.lua (each is this file followed by its own). A is the rule's arguments:
+-- lifetime ms, now ms, medium, address, secret, purpose, has next_link ('1'/'0'), next_link,
+-- send_attempt, token hex, token expiry ms.
+
+-- What the request does to the session `key`: {'created'} when there is none (which also
+-- heals a crash between the lookup and the session), {'continued', old attempt},
+-- {'already'} (send_attempt not above the last), or {'mismatch'}. Reads only.
+local function decide(key, A)
+  if redis.call('EXISTS', key) == 0 then return {'created'} end
+  local s = redis.call('HMGET', key, 'medium', 'address', 'secret', 'attempt')
+  if s[1] ~= A[3] or s[2] ~= A[4] or s[3] ~= A[5] or not s[4] then
+    return {'mismatch'}
+  end
+  -- u64 as decimal strings without leading zeros: longer is larger, else compare as text.
+  local new, old = A[9], s[4]
+  if #new < #old or (#new == #old and new <= old) then return {'already'} end
+  return {'continued', old}
+end
+
+-- Writes a 'created' or 'continued' decision: the token's hash with its expiry, the attempt,
+-- and a lifetime from now; a continued session drops its expired tokens.
+local function commit(key, A, decision)
+  if decision[1] == 'created' then
+    redis.call('HSET', key, 'medium', A[3], 'address', A[4], 'secret', A[5],
+      'purpose', A[6], 'attempt', A[9], 'failed', '0', 'attempt_token', A[10],
+      't:' .. A[10], A[11])
+  else
+    local now = tonumber(A[2])
+    local fields = redis.call('HGETALL', key)
+    for i = 1, #fields, 2 do
+      if string.sub(fields[i], 1, 2) == 't:' and (tonumber(fields[i + 1]) or 0) <= now then
+        redis.call('HDEL', key, fields[i])
+      end
+    end
+    redis.call('HSET', key, 'attempt', A[9], 'attempt_token', A[10], 't:' .. A[10], A[11])
+  end
+  if A[7] == '1' then redis.call('HSET', key, 'next_link', A[8]) end
+  redis.call('PEXPIRE', key, A[1])
+end
