@@ -255,7 +255,7 @@ impl Default for RawOutbox {
         Self {
             claim_timeout: "30s".into(),
             retry_base: "1s".into(),
-            concurrency: 16,
+            concurrency: 32,
             dead_letter_max: 10_000,
         }
     }
