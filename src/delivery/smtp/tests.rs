@@ -31,6 +31,9 @@ struct Script {
     rcpt_reply: Option<&'static str>,
     /// Close the connection once a message is through.
     one_message: bool,
+    /// Answer STARTTLS with a second reply in the same write, before any handshake: what
+    /// a man in the middle would inject.
+    inject_after_starttls: bool,
 }
 
 /// What the server saw.
@@ -85,6 +88,15 @@ async fn session(stream: Box<dyn Io>, script: Script, seen: Arc<Mutex<Seen>>) {
                 }
                 ehlo.push_str("250 8BITMIME\r\n");
                 reply(&mut io, &ehlo).await;
+            }
+            "STAR" if script.inject_after_starttls => {
+                reply(
+                    &mut io,
+                    "220 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n",
+                )
+                .await;
+                tokio::time::sleep(WAIT).await;
+                return;
             }
             "STAR" => {
                 reply(&mut io, "220 go ahead\r\n").await;
@@ -162,6 +174,32 @@ fn base64_plain(s: &str) -> String {
         }
     }
     out
+}
+
+/// A server side with a fresh self-signed certificate for `localhost`, and a client side
+/// that trusts only it.
+fn tls_pair() -> (TlsAcceptor, TlsConnector) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key.into())
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        TlsAcceptor::from(Arc::new(server_config)),
+        TlsConnector::from(Arc::new(client_config)),
+    )
 }
 
 fn client(port: u16, security: Security, credentials: Option<Credentials>) -> SmtpClient {
@@ -269,36 +307,16 @@ async fn a_pooled_connection_the_server_closed_is_replaced_and_the_message_sent_
 
 #[tokio::test]
 async fn starttls_then_auth_plain_then_the_message_over_tls() {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key.into())
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (acceptor, connector) = tls_pair();
     let (port, seen) = server(Script {
         pipelining: true,
-        starttls: Some(TlsAcceptor::from(Arc::new(server_config))),
+        starttls: Some(acceptor),
         auth: Some(("user", "secret")),
         ..Script::default()
     })
     .await;
     let credentials = Credentials::new("user".into(), "secret".into());
-    let client = client(
-        port,
-        Security::StartTls(TlsConnector::from(Arc::new(client_config))),
-        Some(credentials),
-    );
+    let client = client(port, Security::StartTls(connector), Some(credentials));
     send(&client).await.unwrap();
     let seen = seen.lock().unwrap();
     let verbs: Vec<&str> = seen.lines.iter().map(|l| &l[..4]).collect();
@@ -323,6 +341,26 @@ async fn starttls_is_required_when_asked_for() {
         "{err:?}"
     );
     assert!(seen.lock().unwrap().messages.is_empty());
+}
+
+#[tokio::test]
+async fn replies_sent_before_the_starttls_handshake_are_refused() {
+    let (acceptor, connector) = tls_pair();
+    let (port, seen) = server(Script {
+        starttls: Some(acceptor),
+        inject_after_starttls: true,
+        ..Script::default()
+    })
+    .await;
+    let client = client(port, Security::StartTls(connector), None);
+    let err = send(&client).await.unwrap_err();
+    assert!(
+        matches!(&err, SendError::Protocol(text) if text.contains("after agreeing to STARTTLS")),
+        "{err:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert!(seen.messages.is_empty());
+    assert_eq!(seen.lines.last().map(String::as_str), Some("STARTTLS"));
 }
 
 #[test]
