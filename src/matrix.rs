@@ -1,6 +1,8 @@
 //! Matrix error bodies and the shared HTTP body type. Every refusal the sidecar makes
 //! itself is a [`MatrixError`]: an `errcode`, a sentence, and the right status.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -83,6 +85,18 @@ impl MatrixError {
         )
     }
 
+    /// The body of a request the sidecar answers itself did not arrive in time.
+    pub fn body_timeout(within: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "M_UNKNOWN",
+            format!(
+                "The request body did not arrive within {} s.",
+                within.as_secs_f64()
+            ),
+        )
+    }
+
     pub fn unrecognized() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -154,8 +168,18 @@ impl std::fmt::Display for MatrixError {
 
 impl std::error::Error for MatrixError {}
 
-/// Reads a whole request body of at most `limit` bytes: 413 `M_TOO_LARGE` beyond.
-pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, MatrixError> {
+/// Reads a whole request body of at most `limit` bytes: 413 `M_TOO_LARGE` beyond, 408 when
+/// it has not all arrived `within` (a client trickling a body holds no handler for long).
+pub async fn read_body(body: Body, limit: u64, within: Duration) -> Result<Bytes, MatrixError> {
+    match tokio::time::timeout(within, read_whole_body(body, limit)).await {
+        Ok(read) => read,
+        Err(_) => Err(MatrixError::body_timeout(within)),
+    }
+}
+
+/// [`read_body`] with no deadline of its own (an upstream's answer, already under the
+/// upstream response timeout).
+pub async fn read_whole_body(body: Body, limit: u64) -> Result<Bytes, MatrixError> {
     // A declared length (Content-Length, or content-length on HTTP/2) over the limit is
     // refused before anything is read: `Limited` alone would wait for the body to arrive.
     if hyper::body::Body::size_hint(&body).lower() > limit {
@@ -209,9 +233,10 @@ impl Params {
     pub async fn from_request(
         request: hyper::Request<Body>,
         limit: u64,
+        within: Duration,
     ) -> Result<Self, MatrixError> {
         let (parts, body) = request.into_parts();
-        let bytes = read_body(body, limit).await?;
+        let bytes = read_body(body, limit, within).await?;
         Self::parse(parts.uri.query(), is_form(&parts.headers), &bytes)
     }
 

@@ -121,7 +121,13 @@ pub fn rewrite(
 /// POST …/register, …/account/password, …/account/3pid, …/account/3pid/add
 pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
-    let bytes = match matrix::read_body(body, state.config.server.max_body_bytes).await {
+    let bytes = match matrix::read_body(
+        body,
+        state.config.server.max_body_bytes,
+        state.config.server.header_read_timeout,
+    )
+    .await
+    {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };

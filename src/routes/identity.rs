@@ -119,7 +119,12 @@ async fn get_validated_3pid(
     state: &AppState,
     request: Request<Body>,
 ) -> Result<Response<Body>, MatrixError> {
-    let params = matrix::Params::from_request(request, state.config.server.max_body_bytes).await?;
+    let params = matrix::Params::from_request(
+        request,
+        state.config.server.max_body_bytes,
+        state.config.server.header_read_timeout,
+    )
+    .await?;
     let sid = params.required_plural("sid")?;
     let client_secret = params.required_plural("client_secret")?;
     crate::validate::client_secret(client_secret)?;
@@ -165,7 +170,12 @@ async fn request_token(
     medium: Medium,
     request: Request<Body>,
 ) -> Result<Response<Body>, MatrixError> {
-    let params = matrix::Params::from_request(request, state.config.server.max_body_bytes).await?;
+    let params = matrix::Params::from_request(
+        request,
+        state.config.server.max_body_bytes,
+        state.config.server.header_read_timeout,
+    )
+    .await?;
     let mut body: serde_json::Map<String, serde_json::Value> = [
         "client_secret",
         "email",

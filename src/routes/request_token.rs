@@ -138,7 +138,12 @@ async fn serve(
     )
     .await?;
     let (parts, body) = request.into_parts();
-    let bytes = matrix::read_body(body, state.config.server.max_body_bytes).await?;
+    let bytes = matrix::read_body(
+        body,
+        state.config.server.max_body_bytes,
+        state.config.server.header_read_timeout,
+    )
+    .await?;
     let body = matrix::parse_object(&bytes)?;
     let client_id_server = body
         .get("id_server")
@@ -239,7 +244,7 @@ async fn via_upstream(
 
 async fn add_submit_url(state: &AppState, response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    let Ok(bytes) = matrix::read_body(body, 1 << 20).await else {
+    let Ok(bytes) = matrix::read_whole_body(body, 1 << 20).await else {
         return proxy::UpstreamError::Protocol("unreadable answer".into())
             .into_matrix()
             .into_response();

@@ -96,10 +96,11 @@ fn success_json() -> Response<Body> {
 /// The page the mailed link opens: a confirmation form, validating nothing, so that mail
 /// scanners that fetch links cannot validate on the user's behalf.
 pub async fn email_link_page(state: &AppState, request: Request<Body>) -> Response<Body> {
-    let params = match Params::from_request(request, 0).await {
-        Ok(params) => params,
-        Err(e) => return failure_page(state, e.status, &e.error),
-    };
+    let params =
+        match Params::from_request(request, 0, state.config.server.header_read_timeout).await {
+            Ok(params) => params,
+            Err(e) => return failure_page(state, e.status, &e.error),
+        };
     let (Some(sid), Some(client_secret), Some(token)) = (
         params.get("sid"),
         params.get("client_secret"),
@@ -147,7 +148,12 @@ pub async fn email_submit(
     request: Request<Body>,
 ) -> Response<Body> {
     let form = matrix::is_form(request.headers());
-    let params = Params::from_request(request, state.config.server.max_body_bytes).await;
+    let params = Params::from_request(
+        request,
+        state.config.server.max_body_bytes,
+        state.config.server.header_read_timeout,
+    )
+    .await;
     let result = match params {
         Ok(params) => submit(state, client_ip, &params).await,
         Err(e) => Err(e),
@@ -166,7 +172,13 @@ pub async fn json_submit(
     client_ip: IpAddr,
     request: Request<Body>,
 ) -> Response<Body> {
-    let result = match Params::from_request(request, state.config.server.max_body_bytes).await {
+    let result = match Params::from_request(
+        request,
+        state.config.server.max_body_bytes,
+        state.config.server.header_read_timeout,
+    )
+    .await
+    {
         Ok(params) => submit(state, client_ip, &params).await,
         Err(e) => Err(e),
     };
@@ -186,10 +198,11 @@ pub async fn identity_submit(
     request: Request<Body>,
 ) -> Response<Body> {
     if request.method() == Method::GET {
-        let result = match Params::from_request(request, 0).await {
-            Ok(params) => submit(state, client_ip, &params).await,
-            Err(e) => Err(e),
-        };
+        let result =
+            match Params::from_request(request, 0, state.config.server.header_read_timeout).await {
+                Ok(params) => submit(state, client_ip, &params).await,
+                Err(e) => Err(e),
+            };
         return match result {
             Ok(validated) => browser_success(state, validated),
             Err(e) => failure_page(state, e.status, &e.error),

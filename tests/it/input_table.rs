@@ -449,3 +449,46 @@ async fn every_bad_input_gets_its_error_and_leaves_nothing_behind() {
         .await;
     assert_eq!(sms.len(), 1);
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408_and_changes_nothing() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = TestConfig::new("http://127.0.0.1:9");
+    config.set("server.header_read_timeout", "1s");
+    let sidecar = Sidecar::start(config).await;
+    let body = valid("email").to_string();
+    let mut stream = tokio::net::TcpStream::connect(sidecar.client)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /_matrix/client/v3/register/email/requestToken HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("the head");
+    // Half the body, then nothing more: a client trickling it, or one that died.
+    stream
+        .write_all(&body.as_bytes()[..body.len() / 2])
+        .await
+        .expect("half the body");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("the answer");
+    let waited = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains(r#""errcode":"M_UNKNOWN""#), "{answer}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(5)).contains(&waited),
+        "answered after {waited:?}, header_read_timeout is 1 s"
+    );
+    let mails = std::fs::read_dir(sidecar.config.mail_dir())
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert_eq!(mails, 0, "no mail for a request whose body never arrived");
+}
