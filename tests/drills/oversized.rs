@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::common::sidecar::TestConfig;
 use crate::common::upstream::Upstream;
-use crate::support::{ChildSidecar, drill, get_fresh, ms};
+use crate::support::{ChildSidecar, drill, figures, get_fresh, ms};
 
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -335,9 +335,9 @@ fn drill_5_oversized_input() {
         let log = sidecar.log();
 
         for (name, answer) in &results {
-            eprintln!("[drill 5] {name}: {}", answer.describe());
+            figures!("[drill 5] {name}: {}", answer.describe());
         }
-        eprintln!(
+        figures!(
             "[drill 5] not asserted: a requestToken body trickled at one byte per {:.0} ms (Content-Length 200) {}",
             ms(TRICKLE_EVERY),
             match slow_body {
@@ -345,7 +345,7 @@ fn drill_5_oversized_input() {
                 None => format!("was still being waited for after {:.0} ms", ms(TRICKLE_FOR)),
             }
         );
-        eprintln!(
+        figures!(
             "[drill 5] afterwards: pass-through {:?}, requestToken {}, process running: {running}, panics in the log: {}",
             after.outcome.status(),
             token.describe(),

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::common::redis::RedisServer;
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::upstream::Upstream;
-use crate::support::{drill, ms, percentile};
+use crate::support::{drill, figures, ms, percentile};
 
 const PASS_THROUGH_CLIENTS: usize = 8;
 const REQUEST_TOKEN_CLIENTS: usize = 8;
@@ -260,13 +260,13 @@ fn drill_1_redis_killed_and_restarted_under_load() {
             .filter(|s| s.status != Some(StatusCode::OK))
             .count();
 
-        eprintln!("[drill 1] redis down for {:.0} ms", ms(down_for));
+        figures!("[drill 1] redis down for {:.0} ms", ms(down_for));
         let lat = |set: &[&Sample]| -> Vec<Duration> {
             set.iter().map(|s| s.ended - s.started).collect()
         };
         let pass_before: Vec<&Sample> =
             pass.iter().copied().filter(|s| s.ended < killing).collect();
-        eprintln!(
+        figures!(
             "[drill 1] before the kill: pass-through {} p50 {:.1} ms p99 {:.1} ms; requestToken p50 {:.1} ms p99 {:.1} ms",
             pass_before.len(),
             ms(percentile(&lat(&pass_before), 50.0)),
@@ -274,7 +274,7 @@ fn drill_1_redis_killed_and_restarted_under_load() {
             ms(percentile(&lat(&before), 50.0)),
             ms(percentile(&lat(&before), 99.0)),
         );
-        eprintln!(
+        figures!(
             "[drill 1] pass-through: {} requests ({} while redis was down), errors {}, p99 {:.1} ms, max {:.1} ms",
             pass.len(),
             pass_during,
@@ -282,7 +282,7 @@ fn drill_1_redis_killed_and_restarted_under_load() {
             ms(percentile(&pass_latencies, 99.0)),
             ms(percentile(&pass_latencies, 100.0)),
         );
-        eprintln!(
+        figures!(
             "[drill 1] requestToken: {} before (ok {}), {} while down (503 M_UNKNOWN {}; p50 {:.1} ms, max {:.1} ms), {} after restart (failed {}), unanswered {}",
             before.len(),
             before
@@ -297,7 +297,7 @@ fn drill_1_redis_killed_and_restarted_under_load() {
             failures_after_restart,
             hung.len(),
         );
-        eprintln!(
+        figures!(
             "[drill 1] requestToken recovery after the restart: {}",
             recovery.map_or("never".to_owned(), |r| format!("{:.0} ms", ms(r)))
         );

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::sidecar::TestConfig;
 use crate::common::upstream::Upstream;
-use crate::support::{ChildSidecar, FreshRequest, Outcome, drill, get_fresh, ms};
+use crate::support::{ChildSidecar, FreshRequest, Outcome, drill, figures, get_fresh, ms};
 
 const CLIENTS: usize = 16;
 const SLOW_MS: u64 = 500;
@@ -176,7 +176,7 @@ fn drill_3_sigterm_under_load() {
             .max()
             .unwrap_or_default();
 
-        eprintln!(
+        figures!(
             "[drill 3] {} requests; at SIGTERM {} in flight ({} held by the upstream), all 200: {}; {} completed after the signal, the last {:.0} ms after it",
             samples.len(),
             in_flight.len(),
@@ -185,7 +185,7 @@ fn drill_3_sigterm_under_load() {
             completed_after_signal,
             ms(slowest_in_flight),
         );
-        eprintln!(
+        figures!(
             "[drill 3] connections made in the last {:.0} ms before the signal: {} ({} answered 200, {} refused or reset)",
             ms(ACCEPTED_FOR_SURE),
             last_instant.len(),
@@ -198,7 +198,7 @@ fn drill_3_sigterm_under_load() {
                 .filter(|s| !s.request.outcome.is_ok())
                 .count(),
         );
-        eprintln!(
+        figures!(
             "[drill 3] first refused connection {:.1} ms after the signal; connections tried after it: {} (accepted: {}); exit {:?} after {:.0} ms; timed out: {}",
             ms(first_refusal.saturating_duration_since(signalled)),
             after_refusal.len(),

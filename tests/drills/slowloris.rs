@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::common::sidecar::TestConfig;
 use crate::common::upstream::Upstream;
-use crate::support::{ChildSidecar, drill, ensure_open_files, get_fresh, ms, percentile};
+use crate::support::{ChildSidecar, drill, ensure_open_files, figures, get_fresh, ms, percentile};
 
 const IDLE: usize = 5000;
 const SLOWLORIS: usize = 50;
@@ -167,7 +167,7 @@ fn drill_4a_idle_connections_and_slowloris() {
         drop(idle);
         let running = sidecar.is_running();
 
-        eprintln!(
+        figures!(
             "[drill 4a] {IDLE} idle connections opened in {:.0} ms, all accepted after {:.0} ms; sidecar RSS {:.1} MiB before, {:.1} MiB with them open ({} fds)",
             ms(opened_in),
             ms(accepted_in),
@@ -175,7 +175,7 @@ fn drill_4a_idle_connections_and_slowloris() {
             rss_loaded as f64 / 1024.0,
             fds_loaded,
         );
-        eprintln!(
+        figures!(
             "[drill 4a] {SEQUENTIAL} sequential requests (new connection each): without load p50 {:.2} ms p99 {:.2} ms max {:.2} ms; under load p50 {:.2} ms p99 {:.2} ms max {:.2} ms (measured within {:.0} ms of opening)",
             ms(percentile(&baseline, 50.0)),
             ms(percentile(&baseline, 99.0)),
@@ -185,14 +185,14 @@ fn drill_4a_idle_connections_and_slowloris() {
             ms(percentile(&loaded, 100.0)),
             ms(measured_in),
         );
-        eprintln!(
+        figures!(
             "[drill 4a] slowloris: {} of {SLOWLORIS} closed by the server, after {:.0}–{:.0} ms (header_read_timeout {:.0} ms); {still_open} still open",
             closed.len(),
             ms(percentile(&closed, 0.0)),
             ms(percentile(&closed, 100.0)),
             ms(HEADER_READ_TIMEOUT),
         );
-        eprintln!(
+        figures!(
             "[drill 4a] idle connections (nothing sent) closed by the server after {:.1} s: {idle_closed} of {IDLE} (see drill 4b)",
             idle_age.as_secs_f64(),
         );
@@ -249,7 +249,7 @@ fn drill_4b_silent_connections_are_closed_by_the_header_read_timeout() {
                 .map(|(_, s)| s)
                 .collect();
             let closed = streams.iter().filter(|s| closed_by_server(s)).count();
-            eprintln!(
+            figures!(
                 "[drill 4b] {name}: {closed} of {EACH} closed {:.0} ms after connecting (header_read_timeout {:.0} ms)",
                 ms(CLOSED_WITHIN),
                 ms(HEADER_READ_TIMEOUT),

@@ -19,6 +19,17 @@ use crate::common::sidecar::TestConfig;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_threepid-sidecar");
 
+/// `eprintln!` past the test harness's output capture (which takes only the print macros'
+/// output), so that a drill's figures show in every run, CI's included, not only with
+/// `--nocapture`.
+macro_rules! figures {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use figures;
+
 /// Drills load the machine and measure time: never two at once.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -35,9 +46,9 @@ where
         .build()
         .expect("a tokio runtime");
     let started = Instant::now();
-    eprintln!("[{name}] start");
+    figures!("[{name}] start");
     runtime.block_on(body());
-    eprintln!(
+    figures!(
         "[{name}] passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -194,7 +205,7 @@ pub fn ensure_open_files(needed: u64) -> u64 {
         "this drill needs {needed} open files; the soft limit is {soft} and could not be raised \
          (hard limit {hard}, prlimit: {status:?}): raise `ulimit -n` before `cargo test`"
     );
-    eprintln!("open-file limit raised from {soft} to {raised} (hard {hard})");
+    figures!("open-file limit raised from {soft} to {raised} (hard {hard})");
     raised
 }
 

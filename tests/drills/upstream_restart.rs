@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::common::sidecar::{Sidecar, TestConfig};
-use crate::support::{drill, ms, percentile};
+use crate::support::{drill, figures, ms, percentile};
 use crate::upstream::RestartableUpstream;
 
 const CLIENTS: usize = 16;
@@ -151,14 +151,14 @@ fn drill_2_upstream_restarted_under_load() {
         let during_latencies: Vec<Duration> = during.iter().map(|s| s.ended - s.started).collect();
         let first_ok_after = after.iter().filter(|s| ok(s)).map(|s| s.ended).min();
 
-        eprintln!(
+        figures!(
             "[drill 2] upstream down for {:.0} ms; {} requests in all, p99 {:.1} ms, max {:.1} ms",
             ms(restarted - stopped),
             samples.len(),
             ms(percentile(&latencies, 99.0)),
             ms(percentile(&latencies, 100.0)),
         );
-        eprintln!(
+        figures!(
             "[drill 2] before: {} (200: {}, 502: {}) | during: {} (200: {}, 502: {}, max {:.1} ms) | after: {} (200: {}, 502: {}) | unanswered: {}",
             before.len(),
             count(&before, StatusCode::OK),
@@ -172,7 +172,7 @@ fn drill_2_upstream_restarted_under_load() {
             count(&after, StatusCode::BAD_GATEWAY),
             unanswered.len(),
         );
-        eprintln!(
+        figures!(
             "[drill 2] first 200 after the restart: {}",
             first_ok_after.map_or("never".to_owned(), |t| format!(
                 "{:.1} ms",
