@@ -209,11 +209,13 @@ where
 
 const TRICKLE_EVERY: Duration = Duration::from_millis(200);
 const TRICKLE_FOR: Duration = Duration::from_secs(3);
+/// The drill's `server.header_read_timeout`, which also bounds a handled request's body.
+const BODY_WITHIN: Duration = Duration::from_secs(2);
 
 /// Sends a requestToken head declaring 200 bytes, then the body one byte every
-/// [`TRICKLE_EVERY`]: when the server closes the connection (or answers), how long after
-/// connecting; `None` when it was still waiting after [`TRICKLE_FOR`].
-async fn trickled_body(addr: std::net::SocketAddr) -> Option<Duration> {
+/// [`TRICKLE_EVERY`]: when the server answers (its status line) or closes the connection,
+/// how long after connecting; `None` when it was still waiting after [`TRICKLE_FOR`].
+async fn trickled_body(addr: std::net::SocketAddr) -> Option<(Duration, String)> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let connected = Instant::now();
     let (mut read, mut write) = stream.into_split();
@@ -224,7 +226,9 @@ async fn trickled_body(addr: std::net::SocketAddr) -> Option<Duration> {
     let answered = async move {
         let mut buf = [0u8; 512];
         // Any answer or the end of the connection.
-        let _ = read.read(&mut buf).await;
+        let n = read.read(&mut buf).await.unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        text.lines().next().unwrap_or("(closed)").to_owned()
     };
     let trickle = async move {
         loop {
@@ -236,7 +240,7 @@ async fn trickled_body(addr: std::net::SocketAddr) -> Option<Duration> {
     };
     let watched = async {
         tokio::select! {
-            () = answered => Some(connected.elapsed()),
+            status = answered => Some((connected.elapsed(), status)),
             () = trickle => None,
         }
     };
@@ -262,13 +266,17 @@ fn drill_5_oversized_input() {
         let mut config = TestConfig::new(&upstream.url());
         config
             .set("server.max_header_bytes", MAX_HEADER_BYTES as i64)
-            .set("server.max_body_bytes", MAX_BODY_BYTES as i64);
+            .set("server.max_body_bytes", MAX_BODY_BYTES as i64)
+            .set(
+                "server.header_read_timeout",
+                format!("{}s", BODY_WITHIN.as_secs()),
+            );
         let mut sidecar = ChildSidecar::start(config).await;
         let addr = sidecar.client;
         let big_value = "a".repeat(2 * MAX_HEADER_BYTES);
         let big_body = Bytes::from(vec![b' '; 2 * MAX_BODY_BYTES]);
 
-        // Not asserted (no limit is specified for it): a body trickled to requestToken.
+        // A body trickled to requestToken: 408 once header_read_timeout has passed.
         let slow_body = tokio::spawn(trickled_body(addr));
         let mut results: Vec<(&str, Answer)> = Vec::new();
         // Request heads.
@@ -338,12 +346,13 @@ fn drill_5_oversized_input() {
             figures!("[drill 5] {name}: {}", answer.describe());
         }
         figures!(
-            "[drill 5] not asserted: a requestToken body trickled at one byte per {:.0} ms (Content-Length 200) {}",
+            "[drill 5] a requestToken body trickled at one byte per {:.0} ms (Content-Length 200): {} (header_read_timeout {:.0} ms)",
             ms(TRICKLE_EVERY),
-            match slow_body {
-                Some(after) => format!("was cut off after {:.0} ms", ms(after)),
-                None => format!("was still being waited for after {:.0} ms", ms(TRICKLE_FOR)),
-            }
+            match &slow_body {
+                Some((after, status)) => format!("{status:?} after {:.0} ms", ms(*after)),
+                None => format!("still being waited for after {:.0} ms", ms(TRICKLE_FOR)),
+            },
+            ms(BODY_WITHIN)
         );
         figures!(
             "[drill 5] afterwards: pass-through {:?}, requestToken {}, process running: {running}, panics in the log: {}",
@@ -363,6 +372,12 @@ fn drill_5_oversized_input() {
             after.outcome
         );
         assert_eq!(token.status(), Some(StatusCode::OK), "{}", token.describe());
+        assert!(
+            slow_body.as_ref().is_some_and(|(after, status)| {
+                status.starts_with("HTTP/1.1 408 ") && *after >= BODY_WITHIN.mul_f64(0.9)
+            }),
+            "a trickled body must get 408 once header_read_timeout has passed: {slow_body:?}"
+        );
         let mut wrong = Vec::new();
         for (name, answer) in &results {
             let ok = if name.contains("max_header_bytes") {
