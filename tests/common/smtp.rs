@@ -2,6 +2,7 @@
 //! a free loopback port, delivering into a Maildir that the tests read back and parse
 //! with `mail-parser`. Plain SMTP only (`?tls=none`); the process dies with the value.
 
+use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,6 +36,9 @@ pub struct SmtpServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// While stopped: the port, bound but not listening, so that connections are refused
+    /// and no other test's server can take it before the restart.
+    hold: Option<tokio::net::TcpSocket>,
 }
 
 impl SmtpServer {
@@ -55,6 +59,7 @@ impl SmtpServer {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("a temporary folder can be made"),
                 child: None,
+                hold: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -79,6 +84,7 @@ impl SmtpServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.hold = hold_port(self.port);
         }
     }
 
@@ -135,6 +141,7 @@ impl SmtpServer {
 
     /// Runs the process and waits until the port accepts, or reports why not.
     fn spawn(&mut self) -> Result<(), String> {
+        self.hold = None;
         let log = std::fs::File::create(self.log_path()).map_err(|e| e.to_string())?;
         let child = Command::new(PYTHON)
             .args(["-m", "aiosmtpd", "-n", "-l"])
@@ -150,8 +157,13 @@ impl SmtpServer {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
+            // Its greeting, not just an open port: a port another test took would accept too.
+            if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let mut greeting = [0u8; 3];
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                if stream.read_exact(&mut greeting).is_ok() && &greeting == b"220" {
+                    return Ok(());
+                }
             }
             let exited = self
                 .child
@@ -165,6 +177,15 @@ impl SmtpServer {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// Binds `port` on loopback without listening: connections to it are refused, and no one
+/// else can bind it. `None` when it cannot (then the port is merely free, as before).
+fn hold_port(port: u16) -> Option<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.set_reuseaddr(true).ok()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], port))).ok()?;
+    Some(socket)
 }
 
 impl Drop for SmtpServer {
