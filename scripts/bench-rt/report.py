@@ -19,7 +19,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from report import md_table, text_table  # noqa: E402  (scripts/bench/report.py)
+from report import markdown_heading, md_table, text_table  # noqa: E402  (scripts/bench/report.py)
 
 NOISY_PCT = 10
 SPEEDUP_TARGET = 20.0
@@ -276,15 +276,7 @@ def main():
     print()
     print(legend)
     print()
-    print("---- Markdown ----")
-    print()
-    if args.title:
-        print(f"### {args.title}")
-        print()
-    for n in args.note:
-        print(f"- {n}")
-    if args.note:
-        print()
+    markdown_heading(args.title, args.note)
     print(md_table(header, [r for r in table if r], aligns))
     print()
     for v in verdicts:

@@ -136,6 +136,19 @@ def text_table(header, rows, aligns):
     return "\n".join([line(header), sep] + [line(r) if r else "" for r in rows])
 
 
+def markdown_heading(title, notes):
+    """The marker that starts the Markdown copy of a report, its title and its notes."""
+    print("---- Markdown ----")
+    print()
+    if title:
+        print(f"### {title}")
+        print()
+    for n in notes:
+        print(f"- {n}")
+    if notes:
+        print()
+
+
 def md_table(header, rows, aligns):
     out = ["| " + " | ".join(header) + " |",
            "|" + "|".join("---:" if a == "r" else ":---" for a in aligns) + "|"]
@@ -388,15 +401,7 @@ def main():
         print()
     print(legend)
     print()
-    print("---- Markdown ----")
-    print()
-    if args.title:
-        print(f"### {args.title}")
-        print()
-    for n in args.note:
-        print(f"- {n}")
-    if args.note:
-        print()
+    markdown_heading(args.title, args.note)
     print(md_table(header, [r for r in rows if r], aligns))
     print()
     for line in summary:
