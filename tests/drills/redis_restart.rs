@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::common::redis::RedisServer;
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::upstream::Upstream;
-use crate::support::{drill, figures, ms, percentile};
+use crate::support::{drill, exchange, figures, ms, percentile};
 
 const PASS_THROUGH_CLIENTS: usize = 8;
 const REQUEST_TOKEN_CLIENTS: usize = 8;
@@ -98,30 +98,17 @@ async fn one(
     }
     .expect("a valid request");
     let started = Instant::now();
-    let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{e:?}"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    let (status, errcode, failure) = match tokio::time::timeout(BOUND, exchange).await {
-        Ok(Ok((status, body))) => {
-            let errcode = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["errcode"].as_str().map(str::to_owned));
-            (Some(status), errcode, None)
-        }
-        Ok(Err(e)) => (None, None, Some(e)),
-        Err(_) => (None, None, Some(format!("no answer within {BOUND:?}"))),
-    };
+    let (status, errcode, failure) =
+        match tokio::time::timeout(BOUND, exchange(client, request)).await {
+            Ok(Ok((status, body))) => {
+                let errcode = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["errcode"].as_str().map(str::to_owned));
+                (Some(status), errcode, None)
+            }
+            Ok(Err(e)) => (None, None, Some(e)),
+            Err(_) => (None, None, Some(format!("no answer within {BOUND:?}"))),
+        };
     Sample {
         kind,
         started,

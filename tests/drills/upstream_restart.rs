@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::common::sidecar::{Sidecar, TestConfig};
-use crate::support::{drill, figures, ms, percentile};
+use crate::support::{drill, exchange, figures, ms, percentile};
 use crate::upstream::RestartableUpstream;
 
 const CLIENTS: usize = 16;
@@ -76,21 +76,8 @@ fn drill_2_upstream_restarted_under_load() {
                             .body(Full::new(Bytes::new()))
                             .expect("a valid request");
                     let started = Instant::now();
-                    let exchange = async {
-                        let response = client
-                            .request(request)
-                            .await
-                            .map_err(|e| format!("{e:?}"))?;
-                        let status = response.status();
-                        let body = response
-                            .into_body()
-                            .collect()
-                            .await
-                            .map_err(|e| format!("{e:?}"))?
-                            .to_bytes();
-                        Ok::<_, String>((status, body))
-                    };
-                    let sample = match tokio::time::timeout(BOUND, exchange).await {
+                    let sample = match tokio::time::timeout(BOUND, exchange(&client, request)).await
+                    {
                         Ok(Ok((status, body))) => Sample {
                             started,
                             ended: Instant::now(),
