@@ -237,7 +237,7 @@ pub struct ChildSidecar {
     pub client: SocketAddr,
     log_path: PathBuf,
     /// Holds the temp dir (config, log, mail) for as long as the child runs.
-    _config: TestConfig,
+    _config: Option<TestConfig>,
 }
 
 /// Raises the soft open-file limit as far as allowed, then becomes the sidecar (same pid).
@@ -246,15 +246,34 @@ const WITH_MORE_FILES: &str =
 
 impl ChildSidecar {
     /// Starts the binary with `config` on fixed free ports and waits until it is ready.
+    /// The ports are chosen before the child binds them, so another socket can take one in
+    /// between (the drills make thousands of connections): then it starts again on others.
     pub async fn start(mut config: TestConfig) -> Self {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(&mut config).await {
+                Ok(mut sidecar) => {
+                    sidecar._config = Some(config);
+                    return sidecar;
+                }
+                Err(log) if attempts < 3 && log.contains("Address already in use") => {}
+                Err(log) => panic!("the sidecar exited at start; its log:\n{log}"),
+            }
+        }
+    }
+
+    /// One start; the log when the child exited before it was ready.
+    async fn try_start(config: &mut TestConfig) -> Result<Self, String> {
         let (client, admin) = (free_addr(), free_addr());
         config
             .set("server.listen", client.to_string())
             .set("server.public_baseurl", format!("http://{client}/"))
             .set("admin.listen", admin.to_string());
-        let config_path = config.dir.path().join("sidecar.toml");
+        let dir = config.dir.path().to_owned();
+        let config_path = dir.join("sidecar.toml");
         std::fs::write(&config_path, config.to_toml()).expect("write the config");
-        let log_path = config.dir.path().join("sidecar.log");
+        let log_path = dir.join("sidecar.log");
         let log = std::fs::File::create(&log_path).expect("the log file");
         let child = Command::new("sh")
             .arg("-c")
@@ -273,19 +292,17 @@ impl ChildSidecar {
             child,
             client,
             log_path,
-            _config: config,
+            _config: None,
         };
         let started = Instant::now();
         loop {
             let probe = get_fresh(admin, "/health/ready", Duration::from_secs(1)).await;
             if probe.outcome.is_ok() {
-                break;
+                return Ok(sidecar);
             }
-            assert!(
-                sidecar.is_running(),
-                "the sidecar exited at start; its log:\n{}",
-                sidecar.log()
-            );
+            if !sidecar.is_running() {
+                return Err(sidecar.log());
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(15),
                 "the sidecar never became ready; its log:\n{}",
@@ -293,7 +310,6 @@ impl ChildSidecar {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        sidecar
     }
 
     pub fn pid(&self) -> u32 {
