@@ -3,9 +3,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody, combinators::BoxBody};
+use hyper::HeaderMap;
+use hyper::body::Frame;
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue,
+};
 use hyper::{Response, StatusCode};
 
 /// The one body type of every request and response the sidecar handles: streamed
@@ -26,14 +32,38 @@ pub fn empty() -> Body {
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// A JSON response with the right `Content-Length`.
+/// The CORS headers the Matrix spec asks of servers ("Web Browser Clients" in the
+/// client-server API): any origin, the methods and the request headers its clients use.
+const CORS: [(HeaderName, HeaderValue); 3] = [
+    (ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+    (
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+    ),
+    (
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    ),
+];
+
+/// Adds the CORS headers: every JSON answer the sidecar writes itself carries them, so that
+/// a web client on another origin can read it (a browser drops an answer without them).
+pub fn add_cors(headers: &mut HeaderMap) {
+    for (name, value) in CORS {
+        headers.insert(name, value);
+    }
+}
+
+/// A JSON response with the right `Content-Length` and the CORS headers.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).expect("a serde_json::Value always serialises");
-    let mut response = Response::new(full(bytes.clone()));
+    let len = bytes.len();
+    let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, JSON);
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    add_cors(headers);
     response
 }
 
@@ -97,6 +127,8 @@ impl MatrixError {
         )
     }
 
+    /// What a v1.x client expects of an endpoint the server does not have (404, not the
+    /// 400 or HTML page a legacy homeserver answers).
     pub fn unrecognized() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -197,6 +229,34 @@ pub async fn read_whole_body(body: Body, limit: u64) -> Result<Bytes, MatrixErro
             format!("Could not read the request body: {e}"),
         )),
     }
+}
+
+/// A body read up to a limit ([`read_up_to`]).
+pub enum Read {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// Over the limit: a body that replays what was read, then streams the rest.
+    Partial(Body),
+}
+
+/// Reads a body of at most `limit` bytes; a larger one comes back whole but unread.
+pub async fn read_up_to(mut body: Body, limit: usize) -> Result<Read, hyper::Error> {
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: nothing to rewrite
+        };
+        if buffer.len() + data.len() > limit {
+            buffer.extend_from_slice(&data);
+            let read = futures_util::stream::once(async move { Ok(Frame::data(buffer.freeze())) });
+            let rest = BodyStream::new(body);
+            return Ok(Read::Partial(BodyExt::boxed(StreamBody::new(
+                read.chain(rest),
+            ))));
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Read::Whole(buffer.freeze()))
 }
 
 /// A JSON object from a body: 400 `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it

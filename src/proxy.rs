@@ -406,12 +406,75 @@ pub async fn forward(
     request: Request<Body>,
 ) -> Response<Body> {
     let extra = long_poll_allowance(request.uri().path(), request.uri().query());
+    let matrix_path = request.uri().path().starts_with("/_matrix/");
     let request = prepare_request(request, upstream, conn, trusted_proxies);
     match upstream.send(request, extra, metrics).await {
+        Ok(response) if matrix_path && upstream.compat.is_active() => {
+            unrecognized_as_404(prepare_response(response)).await
+        }
         Ok(response) => prepare_response(response),
         Err(e) => {
             tracing::warn!(error = %e, "upstream request failed");
             e.into_matrix().into_response()
+        }
+    }
+}
+
+/// The most of a `400` answer read to see whether it is `M_UNRECOGNIZED`.
+const MAX_UNRECOGNIZED_BYTES: usize = 16 * 1024;
+
+/// What a legacy homeserver answers for an endpoint it does not have, as today's clients
+/// expect it (DESIGN §6): its `400 M_UNRECOGNIZED` (Synapse ≤ 1.3 for an unknown path under
+/// a prefix it serves) or a page that is not JSON with 404/405 (Twisted's "No Such
+/// Resource" for a prefix it does not serve) becomes `404 M_UNRECOGNIZED`, with the CORS
+/// headers a web client needs to read it. Every other answer passes unchanged.
+pub async fn unrecognized_as_404(response: Response<Body>) -> Response<Body> {
+    let status = response.status();
+    let json = is_json(response.headers());
+    if matches!(
+        status,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+    ) && !json
+    {
+        drain(response.into_body(), MAX_UNRECOGNIZED_BYTES).await;
+        return MatrixError::unrecognized().into_response();
+    }
+    if status != StatusCode::BAD_REQUEST || !json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match crate::matrix::read_up_to(body, MAX_UNRECOGNIZED_BYTES).await {
+        Ok(crate::matrix::Read::Whole(bytes)) => bytes,
+        Ok(crate::matrix::Read::Partial(body)) => return Response::from_parts(parts, body),
+        Err(e) => {
+            return UpstreamError::Protocol(error_chain(&e))
+                .into_matrix()
+                .into_response();
+        }
+    };
+    let errcode = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("errcode")?.as_str().map(str::to_owned));
+    if errcode.as_deref() == Some("M_UNRECOGNIZED") {
+        return MatrixError::unrecognized().into_response();
+    }
+    Response::from_parts(parts, crate::matrix::full(bytes))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// Reads and drops a small body, so that its upstream connection goes back to the pool.
+async fn drain(mut body: Body, limit: usize) {
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, bytes::Bytes::len);
+        if read > limit {
+            return;
         }
     }
 }

@@ -29,6 +29,11 @@ pub fn new_sid() -> String {
     alphanumeric(SID_LEN)
 }
 
+/// Whether `s` can be a session id of ours: anything else is not looked up in the store.
+pub fn is_sid(s: &str) -> bool {
+    s.len() == SID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A new token for an email link.
 pub fn new_email_token() -> SecretString {
     SecretString::from(alphanumeric(EMAIL_TOKEN_LEN))

@@ -162,6 +162,9 @@ pub struct Upstream {
     pub path_compat: PathCompatMode,
     /// In `path_compat = "auto"`, how often the upstream's `/versions` is read again.
     pub versions_refresh: Duration,
+    /// Versions added to the `/versions` answer while the v3→r0 mapping is on: matrix-js-sdk
+    /// (and so Element) refuses a homeserver that lists no `v1.x`.
+    pub advertise_versions: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

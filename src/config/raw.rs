@@ -69,6 +69,7 @@ pub(super) struct RawUpstream {
     pub(super) pool_max_idle: usize,
     pub(super) path_compat: PathCompatMode,
     pub(super) versions_refresh: String,
+    pub(super) advertise_versions: Vec<String>,
 }
 
 impl Default for RawUpstream {
@@ -81,6 +82,7 @@ impl Default for RawUpstream {
             pool_max_idle: 256,
             path_compat: PathCompatMode::Auto,
             versions_refresh: "5m".into(),
+            advertise_versions: vec!["v1.1".into()],
         }
     }
 }

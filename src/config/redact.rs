@@ -39,6 +39,7 @@ impl Config {
                 "pool_max_idle": self.upstream.pool_max_idle,
                 "path_compat": self.upstream.path_compat,
                 "versions_refresh": dur(&self.upstream.versions_refresh),
+                "advertise_versions": self.upstream.advertise_versions,
             },
             "identity": {
                 "listen": self.identity.listen.to_string(),

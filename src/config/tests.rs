@@ -273,3 +273,33 @@ fn trusted_proxies_take_addresses_and_cidrs() {
     assert_eq!(c.server.trusted_proxies.len(), 2);
     assert!(Config::from_toml("[server]\ntrusted_proxies = [\"nope\"]\n").is_err());
 }
+
+#[test]
+fn advertised_versions_must_be_shaped_like_spec_versions() {
+    let config = Config::from_toml("").expect("the defaults are valid");
+    assert_eq!(config.upstream.advertise_versions, ["v1.1"]);
+    let config = Config::from_toml("[upstream]\nadvertise_versions = [\"v1.1\", \"v1.12\"]\n")
+        .expect("two versions");
+    assert_eq!(config.upstream.advertise_versions, ["v1.1", "v1.12"]);
+    assert!(
+        Config::from_toml("[upstream]\nadvertise_versions = []\n")
+            .expect("none")
+            .upstream
+            .advertise_versions
+            .is_empty()
+    );
+    for bad in [
+        "1.1", "v1", "v1.", "r0.6.0", "v1.1.0", "v1.x", " v1.1", "V1.1", "v1.1\"]",
+    ] {
+        let text = format!("[upstream]\nadvertise_versions = [{bad:?}]\n");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("upstream.advertise_versions:"),
+            "{bad}: {err}"
+        );
+    }
+    let err = Config::from_toml("[upstream]\nadvertise_versions = [\"v1.1\", \"v1.1\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("twice"), "{err}");
+}

@@ -154,6 +154,32 @@ fn secret(
     }
 }
 
+/// `upstream.advertise_versions`: each shaped `vN.N` (a Matrix spec version), no repeats.
+fn advertise_versions(versions: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "upstream.advertise_versions";
+    let shaped = |v: &str| {
+        v.strip_prefix('v')
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(major, minor)| {
+                [major, minor]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
+    for (i, v) in versions.iter().enumerate() {
+        if !shaped(v) {
+            return Err(invalid(
+                KEY,
+                format!("{v:?} is not a Matrix spec version like \"v1.1\""),
+            ));
+        }
+        if versions[..i].contains(v) {
+            return Err(invalid(KEY, format!("{v:?} is listed twice")));
+        }
+    }
+    Ok(versions)
+}
+
 fn rate_limit(key: &'static str, r: RateLimit) -> Result<RateLimit, ConfigError> {
     if !(r.per_second.is_finite() && r.per_second > 0.0) || r.burst == 0 {
         return Err(invalid(
@@ -226,6 +252,7 @@ impl Raw {
             pool_max_idle: u.pool_max_idle,
             path_compat: u.path_compat,
             versions_refresh: duration("upstream.versions_refresh", &u.versions_refresh)?,
+            advertise_versions: advertise_versions(u.advertise_versions)?,
         };
 
         let i = self.identity;

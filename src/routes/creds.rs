@@ -3,16 +3,22 @@
 //! of the sidecar's sessions, the homeserver is told to ask the sidecar's identity
 //! listener about it (`id_server`), and not to bind. Bodies that name no session of ours
 //! are forwarded byte for byte.
+//!
+//! A session completes only the endpoints of the purpose it was verified for
+//! ([`Completion::accepts`]); a mismatch is refused here and nothing is forwarded. While the
+//! v3→r0 mapping is on, `/account/3pid/add` with a session of ours is bridged to the legacy
+//! `/account/3pid`, which homeservers older than Synapse 1.4 have instead.
 
-use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode, Uri};
 use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::matrix::{self, Body, MatrixError, full};
 use crate::proxy::{self, ConnInfo};
-use crate::token::SecretHash;
+use crate::routes::Completion;
+use crate::session::Purpose;
+use crate::token::{self, SecretHash};
 
 /// A `(sid, client_secret)` pair found in a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,16 +77,43 @@ fn creds_of(map: &Map<String, Value>) -> Option<Creds> {
     })
 }
 
-/// Every creds pair a body names, in every spelling, top level included.
+/// The nested creds objects of a body, as [`nested_creds_mut`] finds them.
+fn nested_creds(body: &Map<String, Value>) -> Vec<&Map<String, Value>> {
+    fn objects(value: &Value) -> Vec<&Map<String, Value>> {
+        match value {
+            Value::Object(map) => vec![map],
+            Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
+            _ => Vec::new(),
+        }
+    }
+    let mut found = Vec::new();
+    for (key, value) in body {
+        match (key.as_str(), value) {
+            ("auth", Value::Object(auth)) => {
+                for (k, v) in auth {
+                    if k == "threepid_creds" || k == "threepidCreds" {
+                        found.extend(objects(v));
+                    }
+                }
+            }
+            ("three_pid_creds" | "threePidCreds", v) => found.extend(objects(v)),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// How many creds objects a body holds, in every spelling, top level included (each is a
+/// store lookup: see [`MAX_CREDS_OBJECTS`]).
+pub fn count_creds(body: &Map<String, Value>) -> usize {
+    nested_creds(body).len() + usize::from(creds_of(body).is_some())
+}
+
+/// Every creds pair a body names, in every spelling, top level included, each once.
 pub fn find_creds(body: &Map<String, Value>) -> Vec<Creds> {
-    let mut copy = body.clone();
-    let mut found: Vec<Creds> = nested_creds_mut(&mut copy)
-        .into_iter()
-        .filter_map(|m| creds_of(m))
-        .collect();
-    found.extend(creds_of(body));
-    let mut unique: Vec<Creds> = Vec::with_capacity(found.len());
-    for creds in found {
+    let mut unique: Vec<Creds> = Vec::new();
+    let nested = nested_creds(body).into_iter().filter_map(creds_of);
+    for creds in nested.chain(creds_of(body)) {
         if !unique.contains(&creds) {
             unique.push(creds);
         }
@@ -118,70 +151,193 @@ pub fn rewrite(
     changed
 }
 
+/// A body naming more creds objects than this is refused: clients send one, Element two
+/// spellings of the same one, and every object costs a store lookup.
+pub const MAX_CREDS_OBJECTS: usize = 4;
+
 /// POST …/register, …/account/password, …/account/3pid, …/account/3pid/add
-pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
+pub async fn handle(
+    state: &AppState,
+    conn: &ConnInfo,
+    completion: Completion,
+    request: Request<Body>,
+) -> Response<Body> {
+    match serve(state, conn, completion, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::info!(
+                errcode = e.errcode,
+                status = e.status.as_u16(),
+                endpoint = completion.as_str(),
+                "creds refused"
+            );
+            e.into_response()
+        }
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    conn: &ConnInfo,
+    completion: Completion,
+    request: Request<Body>,
+) -> Result<Response<Body>, MatrixError> {
     let (mut parts, body) = request.into_parts();
-    let bytes = match matrix::read_body(
+    let bytes = matrix::read_body(
         body,
         state.config.server.max_body_bytes,
         state.config.server.header_read_timeout,
     )
-    .await
-    {
-        Ok(bytes) => bytes,
-        Err(e) => return e.into_response(),
-    };
-    let forward_as_is =
-        |parts: hyper::http::request::Parts, bytes: Bytes| Request::from_parts(parts, full(bytes));
-    let Ok(mut object) = matrix::parse_object(&bytes) else {
-        // Not ours to judge: the homeserver answers bad JSON itself.
-        return forward(state, conn, forward_as_is(parts, bytes)).await;
-    };
-    let candidates = find_creds(&object);
-    if candidates.is_empty() {
-        return forward(state, conn, forward_as_is(parts, bytes)).await;
+    .await?;
+    // Refused here rather than passed on: a body the homeserver's parser reads and ours
+    // does not (Python's json takes `NaN`) would carry creds that nobody checked.
+    let mut object = matrix::parse_object(&bytes)?;
+    if count_creds(&object) > MAX_CREDS_OBJECTS {
+        return Err(MatrixError::invalid_param(format!(
+            "A request names at most {MAX_CREDS_OBJECTS} sets of threepid credentials."
+        )));
     }
-    let mut ours = Vec::new();
-    for creds in candidates {
-        match state.store.get(&creds.sid, state.now_ms()).await {
-            Ok(Some(session))
-                if session
-                    .client_secret
-                    .ct_eq(&SecretHash::of(&creds.client_secret)) =>
-            {
-                ours.push(creds);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "creds rewrite: store failed");
-                return MatrixError::store_unavailable().into_response();
-            }
+    let ours = our_sessions(state, &find_creds(&object)).await?;
+    if ours.is_empty() {
+        return Ok(forward(state, conn, parts, full(bytes)).await);
+    }
+    // The purpose check is the trust boundary, not the rewrite: a client can name the
+    // identity listener in `id_server` itself, and the homeserver then asks it about the
+    // session whatever the sidecar does here.
+    if let Some((_, purpose)) = ours.iter().find(|(_, p)| !completion.accepts(*p)) {
+        return Err(wrong_purpose(*purpose, completion));
+    }
+    let identity = &state.config.identity.server_name;
+    if completion == Completion::AddThreepid && state.upstream.compat.is_active() {
+        // A legacy homeserver has no /account/3pid/add (Synapse added it in 1.4): the older
+        // /account/3pid does the same with the creds nested, and asks for no UIA.
+        if let Some(creds) = creds_of(&object).filter(|c| ours.iter().any(|(o, _)| o == c)) {
+            tracing::info!("account/3pid/add bridged to the homeserver's account/3pid");
+            let body = serde_json::to_vec(&bridged_add_body(&creds, identity))
+                .expect("a JSON value always serialises");
+            set_length(&mut parts.headers, body.len());
+            parts.uri = legacy_add_uri(&parts.uri);
+            return Ok(forward(state, conn, parts, full(body)).await);
         }
     }
-    if !rewrite(&mut object, &state.config.identity.server_name, |c| {
-        ours.contains(c)
-    }) {
-        return forward(state, conn, forward_as_is(parts, bytes)).await;
+    if !rewrite(&mut object, identity, |c| ours.iter().any(|(o, _)| o == c)) {
+        return Ok(forward(state, conn, parts, full(bytes)).await);
     }
     tracing::info!(
         sessions = ours.len(),
         "creds rewritten to our identity listener"
     );
     let rewritten = serde_json::to_vec(&object).expect("a JSON map always serialises");
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    forward(state, conn, Request::from_parts(parts, full(rewritten))).await
+    set_length(&mut parts.headers, rewritten.len());
+    Ok(forward(state, conn, parts, full(rewritten)).await)
+}
+/// The sessions of ours that `candidates` name (sid and client secret both matching),
+/// with their purposes. A sid that cannot be ours is never looked up; the rest are looked
+/// up at once (one pipelined round trip on Redis).
+async fn our_sessions(
+    state: &AppState,
+    candidates: &[Creds],
+) -> Result<Vec<(Creds, Purpose)>, MatrixError> {
+    let now_ms = state.now_ms();
+    let lookups = candidates
+        .iter()
+        .filter(|c| token::is_sid(&c.sid))
+        .map(|c| async move { (c, state.store.get(&c.sid, now_ms).await) });
+    let mut ours = Vec::new();
+    for (creds, found) in futures_util::future::join_all(lookups).await {
+        match found {
+            Ok(Some(session))
+                if session
+                    .client_secret
+                    .ct_eq(&SecretHash::of(&creds.client_secret)) =>
+            {
+                ours.push((creds.clone(), session.purpose));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "creds: store failed");
+                return Err(MatrixError::store_unavailable());
+            }
+        }
+    }
+    Ok(ours)
 }
 
-async fn forward(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
+/// 403 `M_THREEPID_AUTH_FAILED`: the session proves the address, but for another act.
+fn wrong_purpose(purpose: Purpose, completion: Completion) -> MatrixError {
+    let verified_to = match purpose {
+        Purpose::Registration => "register an account",
+        Purpose::PasswordReset => "reset a password",
+        Purpose::AddThreepid => "add it to an account",
+    };
+    let used_to = match completion {
+        Completion::Register => "register an account",
+        Completion::Password => "reset a password",
+        Completion::AddThreepid | Completion::AddThreepidLegacy => "add it to an account",
+    };
+    tracing::info!(
+        purpose = purpose.as_str(),
+        endpoint = completion.as_str(),
+        "creds name a session verified for another purpose"
+    );
+    MatrixError::new(
+        StatusCode::FORBIDDEN,
+        "M_THREEPID_AUTH_FAILED",
+        format!(
+            "This address was verified to {verified_to}, not to {used_to}. Verify it again \
+             from the screen where you {}.",
+            match completion {
+                Completion::Register => "register",
+                Completion::Password => "reset your password",
+                Completion::AddThreepid | Completion::AddThreepidLegacy => "add an address",
+            }
+        ),
+    )
+}
+
+/// The legacy `/account/3pid` body for a `/account/3pid/add` of ours: the creds nested, with
+/// our identity name, and no binding (a client's `auth` is dropped: the legacy endpoint asks
+/// for none).
+pub fn bridged_add_body(creds: &Creds, id_server: &str) -> Value {
+    serde_json::json!({
+        "three_pid_creds": {
+            "sid": creds.sid,
+            "client_secret": creds.client_secret,
+            "id_server": id_server,
+        },
+        "bind": false,
+    })
+}
+
+/// `/_matrix/client/r0/account/3pid`, with the client's query (an `access_token` may be in it).
+fn legacy_add_uri(uri: &Uri) -> Uri {
+    const PATH: &str = "/_matrix/client/r0/account/3pid";
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{PATH}?{query}"),
+        None => PATH.to_owned(),
+    };
+    path_and_query
+        .parse()
+        .expect("a fixed path and an already valid query form a URI")
+}
+
+fn set_length(headers: &mut hyper::HeaderMap, len: usize) {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+async fn forward(
+    state: &AppState,
+    conn: &ConnInfo,
+    parts: hyper::http::request::Parts,
+    body: Body,
+) -> Response<Body> {
     proxy::forward(
         &state.upstream,
         &state.metrics,
         &state.config.server.trusted_proxies,
         conn,
-        request,
+        Request::from_parts(parts, body),
     )
     .await
 }

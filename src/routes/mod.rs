@@ -37,9 +37,52 @@ pub enum Route {
     /// `POST /_matrix/client/unstable/threepid/msisdn/submit_token`.
     MsisdnSubmit,
     /// `POST …/register`, `…/account/password`, `…/account/3pid`, `…/account/3pid/add`.
-    Creds,
+    Creds(Completion),
+    /// `OPTIONS` on any path above: a CORS preflight, answered here.
+    Preflight,
     /// Everything else: forward unchanged.
     Forward,
+}
+
+/// The endpoints where a client uses a verified address: each accepts sessions of some
+/// purposes only ([`Completion::accepts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// `…/register` (the UIA stage `m.login.email.identity` / `m.login.msisdn`).
+    Register,
+    /// `…/account/password` (the same UIA stages).
+    Password,
+    /// `…/account/3pid` (`three_pid_creds`).
+    AddThreepidLegacy,
+    /// `…/account/3pid/add` (creds at the top level).
+    AddThreepid,
+}
+
+impl Completion {
+    /// Whether a session started for `purpose` may complete this endpoint. A password reset
+    /// is the one act that hands over an account, so only a session whose mail said "reset
+    /// your password" completes it, and such a session completes nothing else. Older
+    /// clients bind the address they registered with through `/account/3pid` right after
+    /// registering, so a registration session completes that too.
+    pub fn accepts(self, purpose: Purpose) -> bool {
+        match self {
+            Completion::Register => purpose == Purpose::Registration,
+            Completion::Password => purpose == Purpose::PasswordReset,
+            Completion::AddThreepidLegacy => {
+                matches!(purpose, Purpose::Registration | Purpose::AddThreepid)
+            }
+            Completion::AddThreepid => purpose == Purpose::AddThreepid,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Completion::Register => "register",
+            Completion::Password => "account/password",
+            Completion::AddThreepidLegacy => "account/3pid",
+            Completion::AddThreepid => "account/3pid/add",
+        }
+    }
 }
 
 impl Route {
@@ -57,6 +100,20 @@ const CLIENT_PREFIX: &str = "/_matrix/client/";
 /// Decides the route from the method and the path alone. The sidecar's endpoints answer
 /// under any version prefix (`r0`, `v3`, `unstable`, …).
 pub fn classify(method: &Method, path: &str) -> Route {
+    if *method == Method::OPTIONS {
+        let ours = [Method::GET, Method::POST]
+            .iter()
+            .any(|m| classify_method(m, path) != Route::Forward);
+        return if ours {
+            Route::Preflight
+        } else {
+            Route::Forward
+        };
+    }
+    classify_method(method, path)
+}
+
+fn classify_method(method: &Method, path: &str) -> Route {
     let Some(rest) = path.strip_prefix(CLIENT_PREFIX) else {
         return Route::Forward;
     };
@@ -83,7 +140,10 @@ pub fn classify(method: &Method, path: &str) -> Route {
         return Route::Forward;
     };
     match endpoint {
-        "register" | "account/password" | "account/3pid" | "account/3pid/add" => Route::Creds,
+        "register" => Route::Creds(Completion::Register),
+        "account/password" => Route::Creds(Completion::Password),
+        "account/3pid" => Route::Creds(Completion::AddThreepidLegacy),
+        "account/3pid/add" => Route::Creds(Completion::AddThreepid),
         _ => request_token_route(endpoint).unwrap_or(Route::Forward),
     }
 }
@@ -122,6 +182,12 @@ pub async fn check_rate_limit(
     }
 }
 
+/// `OPTIONS` on one of the sidecar's own paths: the CORS headers, nothing read, nothing
+/// counted against a limit, nothing forwarded (the homeserver may not know the path).
+fn preflight() -> Response<Body> {
+    crate::matrix::json_response(hyper::StatusCode::OK, &serde_json::json!({}))
+}
+
 /// Every request on the client listener.
 pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
     let route = classify(request.method(), request.uri().path());
@@ -158,7 +224,8 @@ pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
             let ip = client_ip(&request);
             Box::pin(submit_token::json_submit(state, ip, request))
         }
-        Route::Creds => Box::pin(creds::handle(state, conn, request)),
+        Route::Creds(completion) => Box::pin(creds::handle(state, conn, completion, request)),
+        Route::Preflight => Box::pin(std::future::ready(preflight())),
         Route::Forward => Box::pin(proxy::forward(
             &state.upstream,
             &state.metrics,
@@ -217,15 +284,15 @@ mod tests {
                 ),
                 Route::RequestToken(Medium::Msisdn, Purpose::AddThreepid)
             );
-            for creds in [
-                "register",
-                "account/password",
-                "account/3pid",
-                "account/3pid/add",
+            for (path, completion) in [
+                ("register", Completion::Register),
+                ("account/password", Completion::Password),
+                ("account/3pid", Completion::AddThreepidLegacy),
+                ("account/3pid/add", Completion::AddThreepid),
             ] {
                 assert_eq!(
-                    classify(&Method::POST, &format!("/_matrix/client/{v}/{creds}")),
-                    Route::Creds
+                    classify(&Method::POST, &format!("/_matrix/client/{v}/{path}")),
+                    Route::Creds(completion)
                 );
             }
         }
@@ -258,6 +325,50 @@ mod tests {
             ),
             Route::MsisdnSubmit
         );
+    }
+
+    #[test]
+    fn options_on_our_paths_is_a_preflight_and_elsewhere_is_forwarded() {
+        for path in [
+            "/_matrix/client/versions",
+            "/_matrix/client/v3/register/email/requestToken",
+            "/_matrix/client/r0/account/password/msisdn/requestToken",
+            "/_matrix/client/unstable/threepid/email/submit_token",
+            "/_matrix/client/unstable/threepid/msisdn/submit_token",
+            "/_matrix/client/v3/register",
+            "/_matrix/client/v3/account/password",
+            "/_matrix/client/v3/account/3pid",
+            "/_matrix/client/v3/account/3pid/add",
+        ] {
+            assert_eq!(classify(&Method::OPTIONS, path), Route::Preflight, "{path}");
+        }
+        for path in [
+            "/_matrix/client/v3/sync",
+            "/_matrix/client/v3/login",
+            "/_matrix/client/v3/account/3pid/delete",
+            "/_matrix/media/v3/upload",
+            "/.well-known/matrix/client",
+        ] {
+            assert_eq!(classify(&Method::OPTIONS, path), Route::Forward, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_password_reset_is_completed_only_by_a_password_reset_session() {
+        use Purpose::*;
+        let accepted = |c: Completion| {
+            [Registration, PasswordReset, AddThreepid]
+                .into_iter()
+                .filter(|p| c.accepts(*p))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(accepted(Completion::Password), [PasswordReset]);
+        assert_eq!(accepted(Completion::Register), [Registration]);
+        assert_eq!(
+            accepted(Completion::AddThreepidLegacy),
+            [Registration, AddThreepid]
+        );
+        assert_eq!(accepted(Completion::AddThreepid), [AddThreepid]);
     }
 
     #[test]

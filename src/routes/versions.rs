@@ -1,11 +1,11 @@
 //! `GET /_matrix/client/versions`: forwarded, and the answer told that this homeserver no
 //! longer requires an identity server (`unstable_features["m.require_identity_server"]
-//! = false`, MSC2263). Everything else in the answer is kept.
+//! = false`, MSC2263), and — while the v3→r0 mapping is on — `upstream.advertise_versions`
+//! added to its `versions` (matrix-js-sdk refuses a homeserver without a `v1.x`).
+//! Everything else in the answer is kept.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, BodyStream, Limited, StreamBody};
-use hyper::body::Frame;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::matrix::{Body, full};
+use crate::matrix::{self, Body, Read, full};
 use crate::proxy::{self, ConnInfo};
 
 /// The flag MSC2263 defines.
@@ -28,11 +28,15 @@ const MAX_REWRITE_BYTES: usize = 1 << 20;
 /// Sets the flag in a `/versions` JSON body; `None` when the body is not a JSON object
 /// (then it passes unchanged). Key order is kept.
 pub fn inject_flag(body: &[u8]) -> Option<Vec<u8>> {
-    inject_flag_into(serde_json::from_slice(body).ok()?)
+    rewrite(serde_json::from_slice(body).ok()?, &[])
 }
 
-/// [`inject_flag`] on an already parsed object.
-pub fn inject_flag_into(mut object: Map<String, Value>) -> Option<Vec<u8>> {
+/// The `/versions` rewrite on an already parsed object: the flag set, and each of
+/// `advertise` appended to `versions` unless it is already listed (nothing is ever removed;
+/// a `versions` that is not a list of strings is left as it is). `None` when
+/// `unstable_features` is there but not an object: replacing it would destroy data, so the
+/// answer passes unchanged.
+pub fn rewrite(mut object: Map<String, Value>, advertise: &[String]) -> Option<Vec<u8>> {
     let features = object
         .entry("unstable_features")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -40,8 +44,17 @@ pub fn inject_flag_into(mut object: Map<String, Value>) -> Option<Vec<u8>> {
         Value::Object(features) => {
             features.insert(FLAG.to_owned(), Value::Bool(false));
         }
-        // Not an object: replacing it would destroy data, so leave the answer alone.
         _ => return None,
+    }
+    if !advertise.is_empty()
+        && let Some(Value::Array(listed)) = object.get_mut("versions")
+        && listed.iter().all(Value::is_string)
+    {
+        for version in advertise {
+            if !listed.iter().any(|v| v.as_str() == Some(version)) {
+                listed.push(Value::String(version.clone()));
+            }
+        }
     }
     Some(serde_json::to_vec(&object).expect("a JSON map always serialises"))
 }
@@ -88,7 +101,7 @@ pub async fn handle(
         return proxy::prepare_response(response);
     }
     let (mut parts, body) = proxy::prepare_response(response).into_parts();
-    let bytes = match read_up_to(body, MAX_REWRITE_BYTES).await {
+    let bytes = match matrix::read_up_to(body, MAX_REWRITE_BYTES).await {
         Ok(Read::Whole(bytes)) => bytes,
         // Too large to rewrite: what was read, then the rest, unchanged.
         Ok(Read::Partial(body)) => return Response::from_parts(parts, body),
@@ -106,12 +119,20 @@ pub async fn handle(
     if let Some(object) = &parsed {
         state.observe_upstream_versions(object);
     }
-    let body = match parsed.and_then(inject_flag_into) {
+    // Read after observing: this very answer may have turned the mapping on or off.
+    let advertise: &[String] = if state.upstream.compat.is_active() {
+        &state.config.upstream.advertise_versions
+    } else {
+        &[]
+    };
+    let body = match parsed.and_then(|object| rewrite(object, advertise)) {
         Some(rewritten) => {
             parts.headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            // The answer is ours now: a web client on another origin must be able to read it.
+            matrix::add_cors(&mut parts.headers);
             Bytes::from(rewritten)
         }
         None => bytes,
@@ -122,33 +143,6 @@ pub async fn handle(
     Response::from_parts(parts, full(body))
 }
 
-enum Read {
-    /// The whole body, within the limit.
-    Whole(Bytes),
-    /// Over the limit: a body that replays what was read, then streams the rest.
-    Partial(Body),
-}
-
-/// Reads a body of at most `limit` bytes; a larger one comes back whole but unread.
-async fn read_up_to(mut body: Body, limit: usize) -> Result<Read, hyper::Error> {
-    let mut buffer = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers: nothing to rewrite
-        };
-        if buffer.len() + data.len() > limit {
-            buffer.extend_from_slice(&data);
-            let read = futures_util::stream::once(async move { Ok(Frame::data(buffer.freeze())) });
-            let rest = BodyStream::new(body);
-            return Ok(Read::Partial(BodyExt::boxed(StreamBody::new(
-                read.chain(rest),
-            ))));
-        }
-        buffer.extend_from_slice(&data);
-    }
-    Ok(Read::Whole(buffer.freeze()))
-}
-
 /// In `upstream.path_compat = "auto"`: reads the upstream's `/versions` at start and
 /// every `upstream.versions_refresh` (every 5 s while it cannot be read), until `stop`.
 pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
@@ -156,7 +150,7 @@ pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Rece
     let refresh = state.config.upstream.versions_refresh;
     let mut logged = false;
     loop {
-        let wait = match fetch_upstream_versions(&state).await {
+        let wait = match fetch_upstream_json(&state, "/_matrix/client/versions").await {
             Ok(versions) => {
                 state.observe_upstream_versions(&versions);
                 if !logged {
@@ -165,6 +159,7 @@ pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Rece
                         "upstream /versions read: v3→r0 path compatibility decided"
                     );
                     logged = true;
+                    check_public_baseurl(&state).await;
                 }
                 refresh
             }
@@ -180,8 +175,12 @@ pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Rece
     }
 }
 
-async fn fetch_upstream_versions(state: &AppState) -> Result<Map<String, Value>, String> {
-    let path = hyper::http::uri::PathAndQuery::from_static("/_matrix/client/versions");
+/// A JSON object the upstream serves at `path` (GET, no account needed).
+async fn fetch_upstream_json(
+    state: &AppState,
+    path: &'static str,
+) -> Result<Map<String, Value>, String> {
+    let path = hyper::http::uri::PathAndQuery::from_static(path);
     let mut request = Request::new(crate::matrix::empty());
     *request.uri_mut() = state.upstream.uri_for(Some(&path));
     let response = state
@@ -198,6 +197,43 @@ async fn fetch_upstream_versions(state: &AppState) -> Result<Map<String, Value>,
         .map_err(|e| e.to_string())?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// The base URL a homeserver tells clients to use (its `public_baseurl`, which Synapse puts
+/// into `/.well-known/matrix/client` and into every `/login` answer), if it names one.
+pub fn advertised_base_url(well_known: &Map<String, Value>) -> Option<&str> {
+    well_known.get("m.homeserver")?.get("base_url")?.as_str()
+}
+
+/// Whether two base URLs name the same place (a trailing `/` and the case of the host
+/// aside).
+pub fn same_base_url(a: &str, b: &url::Url) -> bool {
+    url::Url::parse(a).is_ok_and(|a| {
+        a.scheme() == b.scheme()
+            && a.host() == b.host()
+            && a.port_or_known_default() == b.port_or_known_default()
+            && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+    })
+}
+
+/// Warns when the homeserver advertises another base URL than `server.public_baseurl`:
+/// Element switches to the `well_known` of a `/login` answer after sign-in, and would
+/// then bypass the sidecar.
+async fn check_public_baseurl(state: &AppState) {
+    let Ok(well_known) = fetch_upstream_json(state, "/.well-known/matrix/client").await else {
+        return; // not served (no public_baseurl on the homeserver): nothing to compare
+    };
+    let ours = &state.config.server.public_baseurl;
+    match advertised_base_url(&well_known) {
+        Some(theirs) if !same_base_url(theirs, ours) => tracing::warn!(
+            homeserver = theirs,
+            sidecar = %ours,
+            "the homeserver advertises another base URL than server.public_baseurl: clients \
+             that follow it (Element does after sign-in) bypass the sidecar; set the \
+             homeserver's public_baseurl to the sidecar's"
+        ),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +279,54 @@ mod tests {
         assert!(
             out.starts_with(r#"{"z":1,"a":{"deep":[1,2,{"x":null}]},"versions":[],"#),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn advertised_versions_are_appended_once_and_nothing_is_removed() {
+        let advertise = ["v1.1".to_owned(), "v1.2".to_owned()];
+        let out = |text: &str| {
+            String::from_utf8(
+                super::rewrite(serde_json::from_str(text).unwrap(), &advertise).unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            out(r#"{"versions":["r0.0.1","r0.5.0"]}"#),
+            r#"{"versions":["r0.0.1","r0.5.0","v1.1","v1.2"],"unstable_features":{"m.require_identity_server":false}}"#
+        );
+        assert_eq!(
+            out(r#"{"versions":["v1.1","r0.5.0"]}"#),
+            r#"{"versions":["v1.1","r0.5.0","v1.2"],"unstable_features":{"m.require_identity_server":false}}"#
+        );
+        // Not a list of strings, or absent: left as it is.
+        assert_eq!(
+            out(r#"{"versions":"r0.5.0"}"#),
+            r#"{"versions":"r0.5.0","unstable_features":{"m.require_identity_server":false}}"#
+        );
+        assert_eq!(
+            out(r#"{"versions":["r0.5.0",1]}"#),
+            r#"{"versions":["r0.5.0",1],"unstable_features":{"m.require_identity_server":false}}"#
+        );
+        assert_eq!(
+            out(r#"{}"#),
+            r#"{"unstable_features":{"m.require_identity_server":false}}"#
+        );
+    }
+
+    #[test]
+    fn a_homeserver_advertising_its_own_address_is_told_apart_from_ours() {
+        let ours = url::Url::parse("https://matrix.example.org/").unwrap();
+        assert!(same_base_url("https://matrix.example.org", &ours));
+        assert!(same_base_url("https://MATRIX.example.org:443/", &ours));
+        assert!(!same_base_url("http://127.0.0.1:8008/", &ours));
+        assert!(!same_base_url("https://matrix.example.org:8448/", &ours));
+        assert!(!same_base_url("not a url", &ours));
+        let well_known =
+            serde_json::json!({"m.homeserver": {"base_url": "http://127.0.0.1:8008/"}});
+        assert_eq!(
+            advertised_base_url(well_known.as_object().unwrap()),
+            Some("http://127.0.0.1:8008/")
         );
     }
 

@@ -28,12 +28,13 @@ impl Env {
         Self { sidecar, upstream }
     }
 
-    /// A real session of the sidecar's (mail to the file transport); its sid.
-    async fn session(&self, client_secret: &str, email: &str) -> String {
+    /// A real session of the sidecar's (mail to the file transport) for the purpose of
+    /// `endpoint` (`register`, `account/password` or `account/3pid`); its sid.
+    async fn session(&self, endpoint: &str, client_secret: &str, email: &str) -> String {
         let answer = http::post_json(
             &self
                 .sidecar
-                .url("/_matrix/client/v3/register/email/requestToken"),
+                .url(&format!("/_matrix/client/v3/{endpoint}/email/requestToken")),
             &json!({"client_secret": client_secret, "email": email, "send_attempt": 1}),
         )
         .await;
@@ -83,7 +84,7 @@ async fn element_registration_creds_with_vector_im_are_pointed_at_us() {
     for prefix in PREFIXES {
         let secret = format!("reg-{prefix}");
         let sid = env
-            .session(&secret, &format!("reg-{prefix}@example.org"))
+            .session("register", &secret, &format!("reg-{prefix}@example.org"))
             .await;
         // Element's InteractiveAuth adds its default identity server and a token for it.
         let body = json!({
@@ -117,7 +118,7 @@ async fn creds_without_id_server_get_ours() {
     for prefix in PREFIXES {
         let secret = format!("plain-{prefix}");
         let sid = env
-            .session(&secret, &format!("plain-{prefix}@example.org"))
+            .session("register", &secret, &format!("plain-{prefix}@example.org"))
             .await;
         // What an MSC2263 client sends: no id_server at all.
         let body = json!({
@@ -144,7 +145,11 @@ async fn element_password_reset_sends_both_spellings_and_both_are_rewritten() {
     for prefix in PREFIXES {
         let secret = format!("pw-{prefix}");
         let sid = env
-            .session(&secret, &format!("pw-{prefix}@example.org"))
+            .session(
+                "account/password",
+                &secret,
+                &format!("pw-{prefix}@example.org"),
+            )
             .await;
         let creds = json!({"sid": sid, "client_secret": secret, "id_server": "vector.im",
                            "id_access_token": "ia-token"});
@@ -175,7 +180,11 @@ async fn three_pid_creds_on_account_3pid_are_rewritten_and_not_bound() {
     for prefix in PREFIXES {
         let secret = format!("add-{prefix}");
         let sid = env
-            .session(&secret, &format!("add-{prefix}@example.org"))
+            .session(
+                "account/3pid",
+                &secret,
+                &format!("add-{prefix}@example.org"),
+            )
             .await;
         let body = json!({
             "three_pid_creds": {"sid": sid, "client_secret": secret, "id_server": "vector.im",
@@ -211,7 +220,9 @@ async fn three_pid_creds_on_account_3pid_are_rewritten_and_not_bound() {
 #[tokio::test]
 async fn bodies_that_name_no_session_of_ours_arrive_byte_for_byte() {
     let env = Env::start().await;
-    let sid = env.session("the-right-secret", "real@example.org").await;
+    let sid = env
+        .session("account/3pid", "the-right-secret", "real@example.org")
+        .await;
     // Unusual spacing and key order, so that any re-serialisation would show.
     let cases = [
         // A session we never issued.

@@ -15,3 +15,4 @@ mod rate_limits;
 mod shutdown;
 mod store;
 mod versions;
+mod web_clients;
