@@ -243,9 +243,14 @@ pub fn prepare_request(
         parts.headers.insert(header::HOST, host.clone());
     }
     let trusted = is_trusted(conn.peer.ip(), trusted_proxies);
+    let client = if trusted {
+        client_ip(&parts.headers, conn.peer.ip(), trusted_proxies)
+    } else {
+        conn.peer.ip()
+    };
     set_forwarded_headers(
         &mut parts.headers,
-        conn.peer.ip(),
+        client,
         trusted,
         conn.tls,
         original_host.as_ref(),
@@ -314,35 +319,22 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// `X-Forwarded-For` is the peer's address, appended to what a trusted proxy sent and
-/// replacing what anyone else sent. `X-Forwarded-Proto` and `-Host` are ours unless a
-/// trusted proxy set them.
+/// `X-Forwarded-For` is one hop: the client's address as [`client_ip`] worked it out (the
+/// peer, or behind a trusted proxy the rightmost hop it did not write itself). Legacy
+/// homeservers (Synapse ≤ 1.3 with `x_forwarded`) take the leftmost hop, so a hop a client
+/// wrote must never reach them. `X-Forwarded-Proto` and `-Host` are ours unless a trusted
+/// proxy set them.
 pub fn set_forwarded_headers(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    client: IpAddr,
     trusted: bool,
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer = canonical_ip(peer).to_string();
-    let forwarded_for = if trusted {
-        let earlier: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if earlier.is_empty() {
-            peer
-        } else {
-            format!("{}, {peer}", earlier.join(", "))
-        }
-    } else {
-        peer
-    };
+    let client = canonical_ip(client).to_string();
     headers.insert(
         X_FORWARDED_FOR,
-        HeaderValue::from_str(&forwarded_for)
-            .expect("addresses and separators are valid header text"),
+        HeaderValue::from_str(&client).expect("an address is valid header text"),
     );
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
@@ -356,29 +348,54 @@ pub fn set_forwarded_headers(
     }
 }
 
-/// The client's address as the rate limits see it. Behind trusted proxies it is the
-/// rightmost `X-Forwarded-For` hop that is not itself a trusted proxy: each trusted proxy
-/// appends the address it saw, so hops further left were written by the client and can be
-/// anything (taking the first hop would let a client pick its own rate-limit bucket).
+/// One `X-Forwarded-For` hop as an address: `203.0.113.9`, `2001:db8::1`, and with a port
+/// as some proxies write them, `203.0.113.9:443` and `[2001:db8::1]:443`.
+pub fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    // `[v6]` without a port.
+    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+/// The client's address as the rate limits see it, and as the homeserver is told. Behind
+/// trusted proxies it is the rightmost `X-Forwarded-For` hop that is not itself a trusted
+/// proxy: each trusted proxy appends the address it saw, so hops further left were written by
+/// the client and can be anything (taking the first hop would let a client pick its own
+/// rate-limit bucket). A hop that does not parse where the client's should be stops the walk:
+/// the peer (the proxy) stands in, never a hop to its left.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
     let peer = canonical_ip(peer);
     if !is_trusted(peer, trusted_proxies) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let mut leftmost = None;
+    let Ok(lines) = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .map(canonical_ip)
-        .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(**ip, trusted_proxies))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+        .map(HeaderValue::to_str)
+        .collect::<Result<Vec<&str>, _>>()
+    else {
+        return peer; // not text: nothing in it can be believed
+    };
+    for hop in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+        if hop.trim().is_empty() {
+            continue;
+        }
+        let Some(ip) = parse_hop(hop).map(canonical_ip) else {
+            return peer;
+        };
+        if !is_trusted(ip, trusted_proxies) {
+            return ip;
+        }
+        leftmost = Some(ip);
+    }
+    // Every hop is a trusted proxy: the first one is as close to the client as we know.
+    leftmost.unwrap_or(peer)
 }
 
 /// Long-poll endpoints hold the response for the client's `timeout` (ms): that much is
@@ -543,30 +560,60 @@ mod tests {
             false,
             Some(&host),
         );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "matrix.example.org");
     }
 
     #[test]
-    fn a_trusted_proxy_gets_the_peer_appended_and_keeps_its_proto_and_host() {
+    fn a_trusted_proxy_keeps_its_proto_and_host_and_the_homeserver_gets_one_hop() {
         let mut h = headers(&[
-            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "6.6.6.6, 203.0.113.9"),
             ("x-forwarded-for", "10.1.1.1"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "matrix.example.org"),
         ]);
         let host = HeaderValue::from_static("internal:8080");
-        set_forwarded_headers(
-            &mut h,
-            "10.0.0.2".parse().unwrap(),
-            true,
-            false,
-            Some(&host),
-        );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1, 10.0.0.2");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let client = client_ip(&h, "10.0.0.2".parse().unwrap(), &trusted);
+        set_forwarded_headers(&mut h, client, true, false, Some(&host));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "matrix.example.org");
+    }
+
+    #[test]
+    fn hops_with_ports_are_read_and_an_unreadable_one_is_never_skipped() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let ip = |xff: &str| client_ip(&headers(&[("x-forwarded-for", xff)]), peer, &trusted);
+        assert_eq!(
+            ip("1.2.3.4, 198.51.100.7:443"),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("1.2.3.4, [2001:db8::1]:443"),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("1.2.3.4, [2001:db8::1]"),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("1.2.3.4,198.51.100.7, 10.9.9.9:80"),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // The client's hop is garbage: the proxy stands in, never 1.2.3.4 to its left.
+        assert_eq!(ip("1.2.3.4, unknown"), peer);
+        assert_eq!(ip("1.2.3.4, 198.51.100.7:x"), peer);
+        // Every hop a trusted proxy, or none at all.
+        assert_eq!(
+            ip("10.1.1.1, 10.2.2.2"),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(ip(""), peer);
     }
 
     #[test]
