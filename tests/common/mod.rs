@@ -5,6 +5,7 @@
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod node;
 pub mod redis;
 pub mod serve;
 pub mod sidecar;

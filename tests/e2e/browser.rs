@@ -5,7 +5,6 @@
 //! `target/screenshots/` for a person to look at.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::json;
 
@@ -31,11 +30,11 @@ fn browser(args: &[&str]) {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "chromium missing: apt-get install -y chromium (scripts/install-test-deps does it)"
     );
-    let output = Command::new("node")
+    let output = crate::common::node::node()
         .arg(&script)
         .args(args)
         .output()
-        .expect("node runs (it is on the machine)");
+        .expect("the pinned node runs");
     let said = format!(
         "{}\n{}",
         String::from_utf8_lossy(&output.stdout),

@@ -117,7 +117,7 @@ async fn matrix_js_sdk_registers_and_resets_a_password_by_email_with_no_identity
     let started = Instant::now();
     let email = "jess@example.org";
 
-    let mut child = Command::new("node")
+    let mut child = Command::from(crate::common::node::node())
         .arg(js.join("flow.mjs"))
         .arg(stack.sidecar.url(""))
         .arg(email)
@@ -128,7 +128,7 @@ async fn matrix_js_sdk_registers_and_resets_a_password_by_email_with_no_identity
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("node runs (it is on the machine)");
+        .expect("the pinned node runs");
     let mut stdin = child.stdin.take().expect("piped stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let mut stderr_pipe = child.stderr.take().expect("piped stderr");

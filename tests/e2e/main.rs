@@ -6,6 +6,7 @@ mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod flows;
+mod web_client;
 
 use common::synapse::{Synapse, SynapseOptions};
 

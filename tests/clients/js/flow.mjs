@@ -12,6 +12,7 @@
 //   4. loginRequest with the new password succeeds, with the old one is refused.
 //
 // Run by tests/e2e/clients.rs:  node flow.mjs <sidecar base URL> <email> <username>
+// with the Node 22 of .e2e/node (scripts/install-test-deps): matrix-js-sdk 43 needs Node 22.
 // Talks to the test over stdio: protocol lines start with "@@ ". When it needs the mailed link
 // followed it prints "@@ WAIT_LINK <purpose> <sid> <client_secret>" and reads one line ("GO")
 // from stdin. Anything else on stdout is the SDK's own logging. Exit 0 when every step passed,
@@ -19,25 +20,12 @@
 
 import { createInterface } from "node:readline";
 
+import * as sdk from "matrix-js-sdk";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
 const TOTAL_TIMEOUT_MS = 60_000;
 const POLL_INTERVAL_MS = 250;
 
-// matrix-js-sdk 43 declares Node >= 22 and uses Promise.withResolvers (Node 22); the machine
-// has Node 20. Everything else it uses here is in Node 20.
-if (typeof Promise.withResolvers !== "function") {
-    Promise.withResolvers = function withResolvers() {
-        let resolve;
-        let reject;
-        const promise = new this((res, rej) => {
-            resolve = res;
-            reject = rej;
-        });
-        return { promise, resolve, reject };
-    };
-}
-
-const sdk = await import("matrix-js-sdk");
-const { logger } = await import("matrix-js-sdk/lib/logger.js");
 logger.setLevel("warn");
 
 const say = (line) => process.stdout.write(`@@ ${line}\n`);
