@@ -602,3 +602,48 @@ async fn no_such_endpoint_becomes_404_m_unrecognized_only_while_the_mapping_is_o
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(answer.text().contains("No Such Resource"));
 }
+
+#[tokio::test]
+async fn a_homeserver_advertising_another_base_url_is_warned_about_at_start() {
+    crate::common::logs::capture();
+    let upstream = Upstream::start().await;
+    // A homeserver whose public_baseurl is its own address, as often left from before.
+    let own = format!("http://127.0.0.1:{}/", upstream.addr.port());
+    upstream.answer(
+        "/.well-known/matrix/client",
+        Canned::json(StatusCode::OK, &json!({"m.homeserver": {"base_url": own}})),
+    );
+    let _sidecar = sidecar(&upstream, |c| {
+        c.set("upstream.path_compat", "auto");
+    })
+    .await;
+    let warned = crate::common::upstream::wait_until(Duration::from_secs(5), || {
+        crate::common::logs::text()
+            .lines()
+            .any(|l| l.contains("another base URL") && l.contains(&own))
+    })
+    .await;
+    assert!(warned, "no warning naming {own}");
+
+    // The same homeserver naming the sidecar's address: no warning.
+    let upstream = Upstream::start().await;
+    let mut config = TestConfig::new(&upstream.url());
+    config.set("upstream.path_compat", "auto");
+    let ours = config.build().server.public_baseurl.to_string();
+    upstream.answer(
+        "/.well-known/matrix/client",
+        Canned::json(StatusCode::OK, &json!({"m.homeserver": {"base_url": ours}})),
+    );
+    let _sidecar = Sidecar::start(config).await;
+    crate::common::upstream::wait_until(Duration::from_secs(5), || {
+        upstream.hits("/.well-known/matrix/client") > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !crate::common::logs::text()
+            .lines()
+            .any(|l| l.contains("another base URL") && l.contains(&ours)),
+        "warned although the homeserver names {ours}"
+    );
+}
