@@ -267,7 +267,13 @@ fn is_loopback(host: &str) -> bool {
 fn send_error(e: SendError, to: &str) -> DeliveryError {
     let masked = |text: String| text.replace(to, &mask_email(to));
     match e {
+        SendError::Refused {
+            permanent: true,
+            text,
+            ..
+        } => DeliveryError::Permanent(masked(text)),
         SendError::Refused { text, .. } => DeliveryError::Refused(masked(text)),
+        SendError::Unsendable(text) => DeliveryError::Permanent(masked(text)),
         SendError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => DeliveryError::Timeout,
         SendError::Io(e) => DeliveryError::Unreachable(masked(e.to_string())),
         SendError::Protocol(text) => DeliveryError::Unreachable(masked(text)),

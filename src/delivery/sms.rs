@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -132,12 +132,25 @@ impl WebhookSms {
         let status = response.status();
         // Drain the answer so the connection can be reused.
         let _ = response.into_body().collect().await;
+        let refused = format!("SMS gateway answered {status}");
         if status.is_success() {
             Ok(())
+        } else if status.is_client_error()
+            && !matches!(
+                status,
+                StatusCode::UNAUTHORIZED
+                    | StatusCode::FORBIDDEN
+                    | StatusCode::NOT_FOUND
+                    | StatusCode::REQUEST_TIMEOUT
+                    | StatusCode::TOO_MANY_REQUESTS
+            )
+        {
+            // The gateway refuses this request (a number it cannot reach, a body it will not
+            // take); 401, 403 and 404 are about our configuration and 408 and 429 about now,
+            // so those are tried again.
+            Err(DeliveryError::Permanent(refused))
         } else {
-            Err(DeliveryError::Refused(format!(
-                "SMS gateway answered {status}"
-            )))
+            Err(DeliveryError::Refused(refused))
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum SendError {
     /// The server answered something this client cannot go on with.
     #[error("{0}")]
     Protocol(String),
+    /// The server cannot carry this message (an extension it needs is not offered).
+    #[error("{0}")]
+    Unsendable(String),
     /// Connecting, TLS, reading or writing.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -130,7 +133,16 @@ impl SmtpClient {
                 Err(failed) => return Err(failed.error),
             }
         }
-        let mut conn = self.connect().await?;
+        // A refusal while opening the session (greeting, EHLO, STARTTLS, AUTH) is about the
+        // server or our credentials, never about this message: worth trying again later.
+        let mut conn = self.connect().await.map_err(|e| match e {
+            SendError::Refused { code, text, .. } => SendError::Refused {
+                code,
+                permanent: false,
+                text,
+            },
+            other => other,
+        })?;
         conn.send(envelope, message).await.map_err(|f| f.error)?;
         self.put_back(conn);
         Ok(())

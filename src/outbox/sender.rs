@@ -338,6 +338,10 @@ impl Sender {
                     &m.address,
                     &[m.token.expose_secret(), m.client_secret.expose_secret()],
                 );
+                if e.is_permanent() {
+                    tracing::warn!(%to, %error, attempt = m.attempt, "outbox: refused for good");
+                    return self.give_up(&m, error).await;
+                }
                 let outbox = &self.state.config.outbox;
                 match after_failure(
                     m.attempt,

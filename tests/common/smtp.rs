@@ -1,6 +1,8 @@
 //! A real SMTP server for integration tests: Debian's `python3-aiosmtpd` as a process on
 //! a free loopback port, delivering into a Maildir that the tests read back and parse
 //! with `mail-parser`. Plain SMTP only (`?tls=none`); the process dies with the value.
+//! A recipient whose local part starts with `nobody-` is refused for good (`550 5.1.1`), as a
+//! real server refuses an unknown mailbox (`smtp/refusing_mailbox.py`).
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -146,8 +148,12 @@ impl SmtpServer {
         let child = Command::new(PYTHON)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{}", self.port))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .args(["-c", "refusing_mailbox.RefusingMailbox"])
             .arg(self.maildir())
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/smtp"),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)

@@ -710,3 +710,61 @@ async fn on_redis_cluster_queued_mail_survives_an_outage_and_arrives_once() {
         (0..3).map(|i| (format!("c{i}@example.org"), 1)).collect();
     assert_eq!(per_recipient, expected);
 }
+
+/// Finding 9: a refusal that will not change (no such mailbox, a number the gateway cannot
+/// reach) was retried until `max_retry_age`, about 120 attempts with the defaults. It goes to
+/// the dead letters after the one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_refusal_is_dead_lettered_at_once() {
+    let redis = RedisServer::start();
+    let smtp = SmtpServer::start();
+    let gateway = SmsGateway::start().await;
+    gateway.set_status(StatusCode::BAD_REQUEST);
+    let mut config = config(&redis, &smtp);
+    config
+        .set("sms.transport", "webhook")
+        .set("sms.webhook_url", gateway.url())
+        // Hours: nothing here may be the retry age running out.
+        .set("email.max_retry_age", "5h")
+        .set("sms.max_retry_age", "5h")
+        .set("outbox.retry_base", "100ms");
+    let sidecar = Sidecar::start(config).await;
+    let mut conn = redis_conn(&redis).await;
+
+    let answer = http::post_json(
+        &sidecar.url("/_matrix/client/v3/register/email/requestToken"),
+        &json!({"client_secret": "perm", "email": "nobody-here@example.org", "send_attempt": 1}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let answer = http::post_json(
+        &sidecar.url("/_matrix/client/v3/register/msisdn/requestToken"),
+        &json!({"client_secret": "perm", "country": "GB", "phone_number": "07400 555222", "send_attempt": 1}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+
+    eventually(DELIVERY_WAIT, "both are dead-lettered", || async {
+        let mut conn = conn.clone();
+        xlen(&mut conn, DEAD).await == 2
+    })
+    .await;
+    assert_eq!(xlen(&mut conn, OUTBOX).await, 0, "gone from the outbox");
+    let dead = xrange(&mut conn, DEAD).await;
+    for letter in &dead {
+        assert_eq!(letter["attempts"], "1", "{letter:?}");
+    }
+    let email = dead
+        .iter()
+        .find(|d| d["medium"] == "email")
+        .expect("the mail");
+    assert!(email["error"].contains("550"), "{email:?}");
+    assert!(
+        !email["error"].contains("nobody-here@"),
+        "masked: {email:?}"
+    );
+    // A moment later, still one attempt each.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gateway.count(), 1);
+    assert!(smtp.messages().is_empty());
+}

@@ -106,7 +106,7 @@ impl Connection {
         let mut addresses = envelope.from().into_iter().chain(envelope.to());
         if addresses.any(|a: &Address| !AsRef::<str>::as_ref(a).is_ascii()) {
             if !self.info.supports_feature(Extension::SmtpUtfEight) {
-                return Err(unsent(SendError::Protocol(
+                return Err(unsent(SendError::Unsendable(
                     "the envelope has non-ASCII addresses but the server does not support SMTPUTF8"
                         .into(),
                 )));
@@ -115,7 +115,7 @@ impl Connection {
         }
         if !message.is_ascii() {
             if !self.info.supports_feature(Extension::EightBitMime) {
-                return Err(unsent(SendError::Protocol(
+                return Err(unsent(SendError::Unsendable(
                     "the message is not ASCII but the server does not support 8BITMIME".into(),
                 )));
             }
@@ -343,7 +343,7 @@ fn is_stale(error: &SendError) -> bool {
     match error {
         SendError::Io(_) => true,
         SendError::Refused { code, .. } => *code == 421,
-        SendError::Protocol(_) => false,
+        SendError::Protocol(_) | SendError::Unsendable(_) => false,
     }
 }
 
