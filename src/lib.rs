@@ -55,6 +55,8 @@ pub struct AppState {
     ready: AtomicBool,
     request_ids: AtomicU64,
     request_id_prefix: u32,
+    /// The store's address-hash key, read from it once.
+    address_key: tokio::sync::OnceCell<crate::ratelimit::AddressKey>,
 }
 
 impl AppState {
@@ -86,6 +88,13 @@ impl AppState {
         }
         self.metrics
             .set_path_compat(self.upstream.compat.is_active());
+    }
+
+    /// The key of the address hashes in rate-limit keys: the store's, asked for once.
+    pub async fn address_key(&self) -> Result<&crate::ratelimit::AddressKey, session::StoreError> {
+        self.address_key
+            .get_or_try_init(|| self.store.address_key())
+            .await
     }
 
     /// Now, in unix milliseconds.
@@ -234,23 +243,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|files| tls::server_config(files, &[b"h2", b"http/1.1"]))
         .transpose()?
         .map(TlsAcceptor::from);
-    let identity_files = match &config.identity.tls {
-        Some(files) => files.clone(),
+    // Legacy homeservers speak HTTP/1.1 to identity servers.
+    const IDENTITY_ALPN: &[&[u8]] = &[b"http/1.1"];
+    let identity_tls = match &config.identity.tls {
+        Some(files) => tls::server_config(files, IDENTITY_ALPN)?,
         None => {
-            let files = tls::generate_self_signed(
+            let generated = tls::generate_self_signed(
                 &config.identity.server_name,
                 &config.identity.generated_cert_dir,
             )?;
             tracing::info!(
-                cert = %files.cert.display(),
+                cert = %generated.cert_path.display(),
                 server_name = %config.identity.server_name,
                 "generated a self-signed identity certificate; make the homeserver trust it"
             );
-            files
+            generated.server_config(IDENTITY_ALPN)?
         }
     };
-    // Legacy homeservers speak HTTP/1.1 to identity servers.
-    let identity_tls = TlsAcceptor::from(tls::server_config(&identity_files, &[b"http/1.1"])?);
+    let identity_tls = TlsAcceptor::from(identity_tls);
 
     let bind = |listener: Listener, name: &'static str, addr: SocketAddr, tls| async move {
         Bound::bind(listener, addr, tls)
@@ -294,6 +304,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ready: AtomicBool::new(false),
         request_ids: AtomicU64::new(0),
         request_id_prefix: rand::random(),
+        address_key: tokio::sync::OnceCell::new(),
     });
     let (stop_traffic, stop_traffic_rx) = watch::channel(false);
     let (stop_admin, stop_admin_rx) = watch::channel(false);

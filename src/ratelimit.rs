@@ -5,12 +5,15 @@
 //! shares the limit. [`gcra`] is the rule both backends apply (the Redis backend in Lua, with
 //! the same integers from [`emission_interval_ms`] and [`burst_tolerance_ms`]).
 //!
-//! Keys never hold an address in plain text: [`AddressHash`] is all a key keeps of one.
+//! Keys never hold an address in plain text: [`AddressHash`] is all a key keeps of one, an
+//! HMAC under the store's [`AddressKey`], so that a dictionary of addresses does not reverse
+//! it.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::config::RateLimit;
 use crate::session::Medium;
@@ -81,15 +84,57 @@ pub fn gcra(tat_ms: Option<u64>, now_ms: u64, limit: RateLimit) -> Decision {
     }
 }
 
-/// SHA-256 of a canonical address, in hex: lets a limit follow an address without the store
-/// (or a log line) ever holding the address itself.
+/// The secret that keys [`AddressHash`]es: random, made once per store and shared by every
+/// replica of it ([`SessionStore::address_key`](crate::session::SessionStore::address_key)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AddressKey([u8; 32]);
+
+impl AddressKey {
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Lowercase hex, as a store keeps it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// From [`AddressKey::to_hex`]'s form.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+impl fmt::Debug for AddressKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AddressKey(..)")
+    }
+}
+
+/// HMAC-SHA256 of a canonical address under the store's [`AddressKey`], in hex: lets a limit
+/// follow an address without the store (or a log line) ever holding the address itself, or
+/// anything a list of likely addresses could be matched against.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AddressHash(String);
 
 impl AddressHash {
     /// Hashes a canonical address (DESIGN §5), so equal addresses share one limit.
-    pub fn of(address: &str) -> Self {
-        let digest = Sha256::digest(address.as_bytes());
+    pub fn of(key: &AddressKey, address: &str) -> Self {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes a key of any length");
+        mac.update(address.as_bytes());
+        let digest = mac.finalize().into_bytes();
         Self(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 
@@ -128,11 +173,11 @@ pub enum LimitKey {
 }
 
 impl LimitKey {
-    /// The per-address requestToken key for a canonical address (hashed here).
-    pub fn request_token_address(medium: Medium, address: &str) -> Self {
+    /// The per-address requestToken key for a canonical address (hashed here under `key`).
+    pub fn request_token_address(key: &AddressKey, medium: Medium, address: &str) -> Self {
         Self::RequestTokenAddress {
             medium,
-            address: AddressHash::of(address),
+            address: AddressHash::of(key, address),
         }
     }
 
@@ -298,23 +343,45 @@ mod tests {
         let key = LimitKey::SubmitIp { ip };
         assert_eq!(key.name(), "submit_ip");
         assert_eq!(key.to_string(), "submit_ip:192.0.2.7");
-        let key = LimitKey::request_token_address(Medium::Msisdn, "447700900123");
+        let secret = AddressKey::from_bytes([7; 32]);
+        let key = LimitKey::request_token_address(&secret, Medium::Msisdn, "447700900123");
         assert_eq!(key.name(), "request_token_address");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(b"447700900123");
         assert_eq!(
             key.to_string(),
             format!(
                 "request_token_address:msisdn:{:x}",
-                Sha256::digest("447700900123")
+                mac.finalize().into_bytes()
             )
         );
     }
 
     #[test]
     fn an_address_never_appears_in_a_key_or_its_debug_form() {
-        let key = LimitKey::request_token_address(Medium::Email, "alice@example.org");
+        let secret = AddressKey::random();
+        let key = LimitKey::request_token_address(&secret, Medium::Email, "alice@example.org");
         assert!(!key.to_string().contains("alice"));
         assert!(!format!("{key:?}").contains("alice"));
-        assert!(!format!("{key:?}").contains(AddressHash::of("alice@example.org").as_hex()));
+        let hash = AddressHash::of(&secret, "alice@example.org");
+        assert!(!format!("{key:?}").contains(hash.as_hex()));
+        assert!(!format!("{secret:?}").contains(&secret.to_hex()));
+    }
+
+    #[test]
+    fn the_address_hash_depends_on_the_key_and_the_key_survives_hex() {
+        let (a, b) = (AddressKey::random(), AddressKey::random());
+        assert_ne!(
+            AddressHash::of(&a, "alice@example.org"),
+            AddressHash::of(&b, "alice@example.org")
+        );
+        assert_eq!(AddressKey::from_hex(&a.to_hex()), Some(a.clone()));
+        assert_eq!(AddressKey::from_hex("00"), None);
+        assert_eq!(AddressKey::from_hex(&"zz".repeat(32)), None);
+        // Unsalted SHA-256, as before: a dictionary of addresses reversed it.
+        use sha2::Digest;
+        let plain = format!("{:x}", Sha256::digest("alice@example.org"));
+        assert_ne!(AddressHash::of(&a, "alice@example.org").as_hex(), plain);
     }
 
     #[test]

@@ -62,10 +62,27 @@ fn build(
     Ok(Arc::new(config))
 }
 
-/// Generates a self-signed certificate for `server_name` (its host part), writes the
-/// certificate and key as PEM into `dir`, and returns them as [`TlsFiles`]. The
-/// homeserver must be told to trust it (or, in tests, to skip verification).
-pub fn generate_self_signed(server_name: &str, dir: &Path) -> Result<TlsFiles, TlsError> {
+/// A self-signed identity certificate: the certificate written to a file (the homeserver
+/// must be told to trust it), the key only in memory (it never touches the disk).
+pub struct SelfSigned {
+    /// Where the certificate was written.
+    pub cert_path: PathBuf,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl SelfSigned {
+    /// A server config with this certificate and key, offering `alpn`.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+        build(vec![self.cert.clone()], self.key.clone_key(), alpn)
+    }
+}
+
+/// Generates a self-signed certificate for `server_name` (its host part) and writes the
+/// certificate as PEM into `dir`, a directory that only this user may write to (created
+/// `0700` if missing; refused if it is a symlink, writable by others, or someone else's, so
+/// that no other local user can plant or swap what the homeserver is told to trust).
+pub fn generate_self_signed(server_name: &str, dir: &Path) -> Result<SelfSigned, TlsError> {
     let host = host_of(server_name);
     let mut names = vec![host.to_owned()];
     if host != "localhost" {
@@ -73,23 +90,63 @@ pub fn generate_self_signed(server_name: &str, dir: &Path) -> Result<TlsFiles, T
     }
     let certified =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
-        path: dir.to_owned(),
+    let cert_path = dir.join("identity-cert.pem");
+    write_private(dir, &cert_path, certified.cert.pem().as_bytes())?;
+    Ok(SelfSigned {
+        cert_path,
+        cert: certified.cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
+    })
+}
+
+/// Writes `path` (in `dir`) as a new file, after checking `dir` as [`generate_self_signed`]
+/// says.
+fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    let fail = |path: &Path, source: std::io::Error| TlsError::Write {
+        path: path.to_owned(),
         source,
-    })?;
-    let files = TlsFiles {
-        cert: dir.join("identity-cert.pem"),
-        key: dir.join("identity-key.pem"),
     };
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|source| TlsError::Write {
-            path: path.to_owned(),
-            source,
-        })
+    let refuse = |why: String| {
+        fail(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        )
     };
-    write(&files.cert, certified.cert.pem())?;
-    write(&files.key, certified.signing_key.serialize_pem())?;
-    Ok(files)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(dir, e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(dir, e))?;
+    if !meta.file_type().is_dir() {
+        return Err(refuse("not a directory (a symlink?)".into()));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "other users may write to it (mode {:o}): use a directory of this user's",
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    // A fresh file: an old one (or a link planted in its place) goes, and is never followed.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(path, e)),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| fail(path, e))?;
+    let mine = file.metadata().map_err(|e| fail(path, e))?.uid();
+    if meta.uid() != mine {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(refuse("it belongs to another user".into()));
+    }
+    file.write_all(contents).map_err(|e| fail(path, e))
 }
 
 /// `host:port` → `host`; `[::1]:8090` → `::1`.
@@ -115,11 +172,53 @@ mod tests {
     }
 
     #[test]
-    fn a_generated_certificate_loads_as_a_server_config() {
+    fn a_generated_certificate_loads_as_a_server_config_and_its_key_stays_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let files = generate_self_signed("localhost:8090", dir.path()).unwrap();
-        let config = server_config(&files, &[b"http/1.1"]).unwrap();
+        let generated = generate_self_signed("localhost:8090", dir.path()).unwrap();
+        let config = generated.server_config(&[b"http/1.1"]).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["identity-cert.pem"]);
+        let text = std::fs::read_to_string(&generated.cert_path).unwrap();
+        assert!(!text.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn a_directory_others_may_write_to_or_a_planted_link_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let shared = parent.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = generate_self_signed("localhost", &shared).err().unwrap();
+        assert!(err.to_string().contains("other users may write"), "{err}");
+
+        let link = parent.path().join("link");
+        std::os::unix::fs::symlink(parent.path(), &link).unwrap();
+        let err = generate_self_signed("localhost", &link).err().unwrap();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+
+        // A link planted where the certificate goes is replaced, not followed.
+        let private = parent.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let victim = parent.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, private.join("identity-cert.pem")).unwrap();
+        generate_self_signed("localhost", &private).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("a/b");
+        generate_self_signed("localhost", &dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]

@@ -259,13 +259,18 @@ impl Raw {
         if i.server_name.is_empty() || i.server_name.contains(['/', ' ']) {
             return Err(invalid("identity.server_name", "must be host or host:port"));
         }
+        let identity_listen = socket_addr("identity.listen", &i.listen)?;
         let identity = Identity {
-            listen: socket_addr("identity.listen", &i.listen)?,
+            listen: identity_listen,
             server_name: i.server_name,
             tls: tls_pair("identity.tls_cert_file", i.tls_cert_file, i.tls_key_file)?,
-            generated_cert_dir: i
-                .generated_cert_dir
-                .unwrap_or_else(|| std::env::temp_dir().join("threepid-sidecar")),
+            // One folder per identity port: two sidecars on one host never share one.
+            generated_cert_dir: i.generated_cert_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!(
+                    "threepid-sidecar-identity-{}",
+                    identity_listen.port()
+                ))
+            }),
         };
 
         let t = self.threepid;

@@ -150,6 +150,16 @@ async fn get_validated_3pid(
             "This validation session has not yet been completed",
         ));
     };
+    let lifetime = state.config.threepid.session_lifetime;
+    if session
+        .usable_until(lifetime)
+        .is_some_and(|until| state.now_ms() >= until)
+    {
+        return Err(MatrixError::bad_request(
+            "M_SESSION_EXPIRED",
+            "This validation session has expired: verify the address again",
+        ));
+    }
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -199,9 +209,20 @@ async fn request_token(
         &body,
         state.config.threepid.next_link_allowed_hosts.as_deref(),
     )?;
+    // The client listener's checks, again: this port may be reachable by more than the
+    // homeserver.
+    if !state
+        .config
+        .threepid
+        .address_allowed(medium.as_str(), &req.address)
+    {
+        return Err(request_token::address_denied());
+    }
+    // Only a request the client listener accepted (and noted) gets a message: anyone else who
+    // reaches this port must not be able to mail or text any address.
     let noted = state
         .store
-        .purpose_for(
+        .take_purpose(
             medium,
             &req.address,
             &SecretHash::of(&req.client_secret),
@@ -212,12 +233,18 @@ async fn request_token(
             tracing::warn!(error = %e, "identity requestToken: store failed");
             MatrixError::store_unavailable()
         })?;
-    let purpose = noted.unwrap_or_else(|| {
-        tracing::info!(
-            "identity requestToken without a noted purpose; sending the registration message"
+    let Some(purpose) = noted else {
+        tracing::warn!(
+            to = %crate::validate::mask_address(&req.address),
+            "identity requestToken that no client request asked for: refused"
         );
-        crate::session::Purpose::Registration
-    });
+        return Err(MatrixError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "This identity service sends tokens only for requests its homeserver's clients made \
+             through the sidecar.",
+        ));
+    };
     let (sid, _) = request_token::issue(state, &req, purpose).await?;
     let answer = match medium {
         Medium::Email => serde_json::json!({ "sid": sid }),

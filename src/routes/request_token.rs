@@ -157,39 +157,50 @@ async fn serve(
     }
     let req = validate::token_request(medium, &body, threepid.next_link_allowed_hosts.as_deref())?;
     if !threepid.address_allowed(medium.as_str(), &req.address) {
-        return Err(MatrixError::new(
-            StatusCode::FORBIDDEN,
-            "M_THREEPID_DENIED",
-            "Third-party identifier is not allowed on this server.",
-        ));
-    }
-    let address_limit = (
-        LimitKey::request_token_address(medium, &req.address),
-        limits.request_token_per_address,
-    );
-    let forwarded =
-        client_id_server.is_some() && threepid.id_server_param == IdServerParam::Forward;
-    let direct = !forwarded && threepid.mode != Mode::ViaUpstream;
-    // A request that goes on to a store with an outbox has its address limit counted in the
-    // same step as its session change (one round trip on Redis); any other, here.
-    let limit_with_session = direct && state.store.queues();
-    if !limit_with_session {
-        check_rate_limit(state, &address_limit.0, address_limit.1).await?;
+        return Err(address_denied());
     }
     match client_id_server {
-        Some(id_server) if forwarded => {
+        Some(id_server) if threepid.id_server_param == IdServerParam::Forward => {
             // The legacy path: the client's identity server does everything.
+            check_rate_limit(
+                state,
+                &address_limit_key(state, medium, &req.address).await?,
+                limits.request_token_per_address,
+            )
+            .await?;
             let response = forward(state, conn, parts, legacy_body(medium, &body, id_server)).await;
             return Ok((response, "forwarded"));
         }
         _ => {}
     }
     if threepid.mode == Mode::ViaUpstream {
+        // The address limit is counted where the token is issued: the identity listener.
         return via_upstream(state, conn, parts, &body, &req, purpose).await;
     }
-    let limit = limit_with_session.then_some((&address_limit.0, address_limit.1));
-    let (sid, outcome) = issue_limited(state, &req, purpose, limit).await?;
+    let (sid, outcome) = issue(state, &req, purpose).await?;
     Ok((answer(state, &req, &sid), outcome))
+}
+
+/// The per-address limit's key for a canonical address.
+async fn address_limit_key(
+    state: &AppState,
+    medium: Medium,
+    address: &str,
+) -> Result<LimitKey, MatrixError> {
+    let key = state.address_key().await.map_err(|e| {
+        tracing::warn!(error = %e, "requestToken: store failed");
+        MatrixError::store_unavailable()
+    })?;
+    Ok(LimitKey::request_token_address(key, medium, address))
+}
+
+/// 403 `M_THREEPID_DENIED`: `threepid.allowed_addresses` keeps this address out.
+pub fn address_denied() -> MatrixError {
+    MatrixError::new(
+        StatusCode::FORBIDDEN,
+        "M_THREEPID_DENIED",
+        "Third-party identifier is not allowed on this server.",
+    )
 }
 
 /// The client's answer: `{"sid"}`, and for msisdn what Sydent and Synapse add.
@@ -292,24 +303,27 @@ async fn forward(
 }
 
 /// Starts or continues the session for a validated request and sends a new token when the
-/// `send_attempt` rule says so. Returns the sid and what happened: "repeat" (nothing to
-/// send), "queued" or "sent".
+/// `send_attempt` rule says so, after counting the request against the per-address limit (a
+/// limited request gets 429 and changes nothing). Returns the sid and what happened:
+/// "repeat" (nothing to send), "queued" or "sent".
 ///
 /// With a store that [queues](crate::session::SessionStore::queues) (Redis), the message goes
-/// to the durable outbox with the session change and the client has its answer at once; the
-/// outbox's senders deliver it, retrying through an outage ([`crate::outbox`]). Otherwise
-/// (memory) it is sent here, and a failed send takes the session change back and answers 500:
-/// nothing is left half-made, and the same `send_attempt` may be tried again.
+/// to the durable outbox with the session change, in the same step as the limit (one round
+/// trip), and the client has its answer at once; the outbox's senders deliver it, retrying
+/// through an outage ([`crate::outbox`]). Otherwise (memory) it is sent here, and a failed
+/// send takes the session change back and answers 500: nothing is left half-made, and the
+/// same `send_attempt` may be tried again.
 pub async fn issue(
     state: &AppState,
     req: &TokenRequest,
     purpose: Purpose,
 ) -> Result<(String, &'static str), MatrixError> {
-    issue_limited(state, req, purpose, None).await
+    let key = address_limit_key(state, req.medium, &req.address).await?;
+    let limit = state.config.rate_limit.request_token_per_address;
+    issue_limited(state, req, purpose, Some((&key, limit))).await
 }
 
-/// [`issue`], counting the request against `limit` first when given (a store that queues
-/// does both in one step): a limited request gets 429 and changes nothing.
+/// [`issue`] with the limit to count, if any.
 async fn issue_limited(
     state: &AppState,
     req: &TokenRequest,

@@ -135,7 +135,19 @@ pub async fn email_link_page(state: &AppState, request: Request<Body>) -> Respon
         client_secret,
         token,
     };
-    html(state, StatusCode::OK, page)
+    // The form posts here, and the answer may redirect to next_link: browsers hold that
+    // redirect to form-action too.
+    let form_action = match session.next_link.as_deref().and_then(origin_of) {
+        Some(origin) => format!("form-action 'self' {origin}"),
+        None => "form-action 'self'".to_owned(),
+    };
+    html_with(state, StatusCode::OK, page, &form_action)
+}
+
+/// `scheme://host[:port]` of an (already validated) http(s) URL.
+fn origin_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.origin().ascii_serialization())
 }
 
 /// POST /_matrix/client/unstable/threepid/email/submit_token
@@ -253,6 +265,17 @@ fn failure_page(state: &AppState, status: StatusCode, reason: &str) -> Response<
 }
 
 fn html(state: &AppState, status: StatusCode, page: Page<'_>) -> Response<Body> {
+    html_with(state, status, page, "form-action 'none'")
+}
+
+/// A page with its Content-Security-Policy's `form-action` directive (which, unlike the
+/// others, does not fall back to `default-src`).
+fn html_with(
+    state: &AppState,
+    status: StatusCode,
+    page: Page<'_>,
+    form_action: &str,
+) -> Response<Body> {
     match state.templates.page(page) {
         Ok(text) => {
             let mut response = Response::new(full(text));
@@ -264,11 +287,14 @@ fn html(state: &AppState, status: StatusCode, page: Page<'_>) -> Response<Body> 
             );
             // The page carries the token in its form: keep it out of caches and frames.
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let policy = format!(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+                 base-uri 'none'; {form_action}"
+            );
             headers.insert(
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(
-                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-                ),
+                HeaderValue::from_str(&policy)
+                    .unwrap_or(HeaderValue::from_static("default-src 'none'")),
             );
             headers.insert(
                 header::REFERRER_POLICY,

@@ -127,7 +127,7 @@ impl SessionStore for Metered {
         self.observe("note_purpose", call)
     }
 
-    fn purpose_for<'a>(
+    fn take_purpose<'a>(
         &'a self,
         medium: Medium,
         address: &'a str,
@@ -136,11 +136,15 @@ impl SessionStore for Metered {
     ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
         let call = self
             .inner
-            .purpose_for(medium, address, client_secret, now_ms);
-        self.observe("purpose_for", call)
+            .take_purpose(medium, address, client_secret, now_ms);
+        self.observe("take_purpose", call)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.observe("ping", self.inner.ping())
+    }
+
+    fn address_key(&self) -> BoxFuture<'_, Result<crate::ratelimit::AddressKey, StoreError>> {
+        self.observe("address_key", self.inner.address_key())
     }
 }

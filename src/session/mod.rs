@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
 use crate::config::RateLimit;
-use crate::ratelimit::{LimitKey, RateDecision};
+use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
 use crate::token::{SecretHash, TokenHash};
 
 /// The kind of third-party identifier.
@@ -86,7 +86,9 @@ impl Purpose {
 pub struct StoreSettings {
     /// Every key starts with it (Redis only).
     pub key_prefix: String,
-    /// A session ends this long after its last change (creation, a new send, validation).
+    /// A session ends this long after its last change (creation, a new send); a validated one
+    /// is usable this long after its validation and kept twice as long
+    /// ([`Session::usable_until`]).
     pub session_lifetime: Duration,
     /// Wrong tokens a session survives.
     pub max_submit_attempts: u32,
@@ -164,6 +166,17 @@ pub struct Session {
     pub failed_submits: u32,
     /// Unix ms, once validated.
     pub validated_at: Option<u64>,
+}
+
+impl Session {
+    /// Until when (unix ms) a validated session proves its address: one `session_lifetime`
+    /// after its validation, however often it was continued since. The store keeps it one
+    /// lifetime longer, so that a homeserver asking later is told the session expired rather
+    /// than that it never existed.
+    pub fn usable_until(&self, lifetime: Duration) -> Option<u64> {
+        let lifetime = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+        self.validated_at.map(|at| at.saturating_add(lifetime))
+    }
 }
 
 /// What a submitted token did.
@@ -276,9 +289,10 @@ pub trait SessionStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<RateDecision, StoreError>>;
 
-    /// Via-upstream mode: remembers why `(medium, address, client_secret)` asked for a
-    /// token, for [`PURPOSE_NOTE_TTL`], so that the homeserver's identity-server callback
-    /// sends the right message.
+    /// Via-upstream mode: notes that the client listener accepted a requestToken of
+    /// `(medium, address, client_secret)` for `purpose`, after all its checks. Each note lives
+    /// [`PURPOSE_NOTE_TTL`] and allows one identity-listener requestToken
+    /// ([`SessionStore::take_purpose`]): no note, no message.
     fn note_purpose<'a>(
         &'a self,
         medium: Medium,
@@ -288,14 +302,19 @@ pub trait SessionStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// What [`SessionStore::note_purpose`] noted, if it is still there.
-    fn purpose_for<'a>(
+    /// Takes the oldest live note of [`SessionStore::note_purpose`] for the request, if any
+    /// (each note is taken once).
+    fn take_purpose<'a>(
         &'a self,
         medium: Medium,
         address: &'a str,
         client_secret: &'a SecretHash,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>>;
+
+    /// The random key of this store's address hashes ([`crate::ratelimit::AddressHash`]):
+    /// made once, then the same for every replica sharing the store.
+    fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>>;
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

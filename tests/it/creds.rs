@@ -278,3 +278,199 @@ async fn bodies_that_name_no_session_of_ours_arrive_byte_for_byte() {
         }
     }
 }
+
+/// How often the sidecar has looked a session up in its store.
+async fn store_gets(env: &Env) -> f64 {
+    let text = http::get(&env.sidecar.admin_url("/metrics")).await.text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"threepid_sidecar_store_call_seconds_count{operation="get"} "#)
+        })
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// POSTs without asserting anything.
+async fn post_raw(env: &Env, path: &str, body: String) -> Answer {
+    http::send(
+        Method::POST,
+        &env.sidecar.url(path),
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+/// The account takeover of the security review (finding 1): someone asks for a registration
+/// (or add-address) mail to *your* address with their own client secret; you confirm it; they
+/// use that session to reset your password. A session completes only the endpoints of its
+/// own purpose, whatever `id_server` the client names, and a mismatch reaches nothing.
+#[tokio::test]
+async fn a_session_completes_only_the_endpoints_of_its_purpose() {
+    let env = Env::start().await;
+    let purposes = ["register", "account/password", "account/3pid"];
+    // (endpoint, the purposes it accepts)
+    let endpoints = [
+        ("register", &["register"][..]),
+        ("account/password", &["account/password"][..]),
+        ("account/3pid", &["register", "account/3pid"][..]),
+        ("account/3pid/add", &["account/3pid"][..]),
+    ];
+    let id_servers = [None, Some(IDENTITY_NAME), Some("vector.im")];
+    for (n, purpose) in purposes.iter().enumerate() {
+        let secret = format!("purpose-{n}");
+        let sid = env
+            .session(purpose, &secret, &format!("victim{n}@example.org"))
+            .await;
+        for (endpoint, accepts) in endpoints {
+            for id_server in id_servers {
+                let mut creds = json!({"sid": sid, "client_secret": secret});
+                if let Some(id_server) = id_server {
+                    creds["id_server"] = json!(id_server);
+                }
+                let body = match endpoint {
+                    "account/3pid" => json!({"three_pid_creds": creds, "bind": false}),
+                    "account/3pid/add" => creds,
+                    _ => json!({"new_password": "pw", "username": "u",
+                                "auth": {"type": "m.login.email.identity", "threepid_creds": creds}}),
+                };
+                let before = env.upstream.seen().len();
+                let answer = post_raw(
+                    &env,
+                    &format!("/_matrix/client/v3/{endpoint}"),
+                    body.to_string(),
+                )
+                .await;
+                let what = format!("{purpose} session on {endpoint} (id_server {id_server:?})");
+                if accepts.contains(purpose) {
+                    assert_eq!(answer.status, StatusCode::OK, "{what}: {}", answer.text());
+                    assert_eq!(env.upstream.seen().len(), before + 1, "{what}");
+                } else {
+                    assert_eq!(
+                        answer.status,
+                        StatusCode::FORBIDDEN,
+                        "{what}: {}",
+                        answer.text()
+                    );
+                    assert_eq!(answer.errcode(), "M_THREEPID_AUTH_FAILED", "{what}");
+                    assert!(
+                        answer.json()["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("verified to")),
+                        "{what}: {}",
+                        answer.text()
+                    );
+                    assert_eq!(env.upstream.seen().len(), before, "{what}: forwarded");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_requesttoken_for_another_purpose_starts_a_new_session() {
+    let env = Env::start().await;
+    let registration = env
+        .session("register", "same-secret", "one@example.org")
+        .await;
+    // The same address and client secret, a higher send_attempt, another purpose.
+    let answer = http::post_json(
+        &env.sidecar
+            .url("/_matrix/client/v3/account/password/email/requestToken"),
+        &json!({"client_secret": "same-secret", "email": "one@example.org", "send_attempt": 2}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let reset = answer.json()["sid"].as_str().expect("a sid").to_owned();
+    assert_ne!(reset, registration, "a session of its own");
+    // And each completes only its own endpoint.
+    let on_password = |sid: &str| {
+        json!({"new_password": "pw", "auth": {"type": "m.login.email.identity",
+               "threepid_creds": {"sid": sid, "client_secret": "same-secret"}}})
+        .to_string()
+    };
+    let path = "/_matrix/client/v3/account/password";
+    assert_eq!(
+        post_raw(&env, path, on_password(&registration))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post_raw(&env, path, on_password(&reset)).await.status,
+        StatusCode::OK
+    );
+}
+
+/// Finding 6: one body naming a thousand creds was a thousand store lookups.
+#[tokio::test]
+async fn creds_are_looked_up_at_most_a_handful_and_only_when_they_can_be_ours() {
+    let env = Env::start().await;
+    let sid = env
+        .session("account/password", "handful", "h@example.org")
+        .await;
+    let before = store_gets(&env).await;
+    let many: Vec<Value> = (0..1000)
+        .map(|i| json!({"sid": format!("{i:024}"), "client_secret": "cs"}))
+        .collect();
+    let seen = env.upstream.seen().len();
+    let answer = post_raw(
+        &env,
+        "/_matrix/client/v3/account/3pid",
+        json!({"three_pid_creds": many}).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text());
+    assert_eq!(answer.errcode(), "M_INVALID_PARAM");
+    assert_eq!(env.upstream.seen().len(), seen, "nothing forwarded");
+    assert_eq!(store_gets(&env).await, before, "nothing looked up");
+
+    // Sids that cannot be ours (ours are 24 letters and digits) are not looked up either.
+    for not_ours in [
+        "short",
+        "way-too-long-to-be-a-sid-of-ours-at-all",
+        "has space 0123456789abc",
+    ] {
+        let (answer, _) = env
+            .post(
+                "v3",
+                "account/3pid",
+                &json!({"three_pid_creds": {"sid": not_ours, "client_secret": "cs"}}).to_string(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(store_gets(&env).await, before, "nothing looked up");
+    // Element's two spellings of one session: one lookup.
+    let creds = json!({"sid": sid, "client_secret": "handful"});
+    env.post(
+        "v3",
+        "account/password",
+        &json!({"auth": {"type": "m.login.email.identity", "threepid_creds": creds,
+                         "threepidCreds": creds}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(store_gets(&env).await, before + 1.0);
+}
+
+/// A body the homeserver could read and the sidecar could not (Python's json takes `NaN`)
+/// would carry creds nobody checked: refused here.
+#[tokio::test]
+async fn a_completion_body_that_is_not_json_is_refused_not_forwarded() {
+    let env = Env::start().await;
+    let seen = env.upstream.seen().len();
+    for body in [
+        r#"{"auth": {"threepid_creds": {"sid": "x", "client_secret": "y"}}, "n": NaN}"#,
+        "not json",
+        "[1, 2]",
+    ] {
+        let answer = post_raw(&env, "/_matrix/client/r0/account/password", body.into()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            ["M_NOT_JSON", "M_BAD_JSON"].contains(&answer.errcode().as_str()),
+            "{body}: {}",
+            answer.text()
+        );
+    }
+    assert_eq!(env.upstream.seen().len(), seen, "nothing forwarded");
+}

@@ -562,3 +562,52 @@ async fn a_store_that_is_down_gets_503_promptly_and_comes_back_by_itself() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Review, informational: the pages' Content-Security-Policy had no `form-action` (which does
+/// not fall back to `default-src`). The confirmation page may post only to itself and follow
+/// the redirect to the session's `next_link`; the other pages may post nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pages_say_where_their_form_may_go() {
+    let env = Env::start(|_| {}).await;
+    let csp = |answer: &Answer| {
+        answer.headers["content-security-policy"]
+            .to_str()
+            .expect("text")
+            .to_owned()
+    };
+    for (i, next_link) in [None, Some("https://app.example.org/welcome?x=1")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut body = json!({"client_secret": format!("csp-{i}"), "email": "csp@example.org",
+                              "send_attempt": 1});
+        if let Some(next_link) = next_link {
+            body["next_link"] = json!(next_link);
+        }
+        assert_eq!(
+            env.request_token("register", body).await.status,
+            StatusCode::OK
+        );
+        let link = link_in(&env.smtp.wait_for(i + 1, MAIL_WAIT)[i]);
+        let page = http::get(&link).await;
+        let policy = csp(&page);
+        assert!(policy.contains("base-uri 'none'"), "{policy}");
+        match next_link {
+            None => assert!(policy.ends_with("form-action 'self'"), "{policy}"),
+            Some(_) => assert!(
+                policy.ends_with("form-action 'self' https://app.example.org"),
+                "{policy}"
+            ),
+        }
+    }
+    let failure = http::get(
+        &env.sidecar
+            .url("/_matrix/client/unstable/threepid/email/submit_token?sid=x"),
+    )
+    .await;
+    assert!(
+        csp(&failure).ends_with("form-action 'none'"),
+        "{}",
+        csp(&failure)
+    );
+}

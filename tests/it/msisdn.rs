@@ -245,9 +245,12 @@ async fn send_attempt_decides_whether_a_new_sms_goes_out() {
     assert_eq!(higher.json()["sid"], sid, "higher attempt → same sid");
     let sent = env.gateway.wait_for(2, SMS_WAIT).await;
     assert_ne!(sent[0].code(), sent[1].code(), "a new code per send");
-    // The older code is still good.
+    // Only the newest code counts: a guess is tested against one code, not several.
     let sid = sid.as_str().expect("a sid");
-    let ok = env.submit(sid, "sa", &sent[0].code()).await;
+    let old = env.submit(sid, "sa", &sent[0].code()).await;
+    assert_eq!(old.status, StatusCode::BAD_REQUEST, "{}", old.text());
+    assert_eq!(old.errcode(), "M_TOKEN_INCORRECT");
+    let ok = env.submit(sid, "sa", &sent[1].code()).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
 }
 
@@ -353,8 +356,10 @@ async fn a_refused_resend_leaves_the_session_as_it_was() {
     assert_eq!(retried.json()["sid"], sid.as_str(), "the same session");
     let sent = env.gateway.wait_for(3, SMS_WAIT).await;
     assert_eq!(sent.len(), 3, "attempt 2 was sent once it could be");
-    // The first code is still good.
-    let ok = env.submit(&sid, "rs", &first_code).await;
+    // The newest code is the one that counts; the first was replaced by attempt 2.
+    let old = env.submit(&sid, "rs", &first_code).await;
+    assert_eq!(old.status, StatusCode::BAD_REQUEST, "{}", old.text());
+    let ok = env.submit(&sid, "rs", &sent[2].code()).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
     assert_eq!(env.get_validated(&sid, "rs").await.status, StatusCode::OK);
 }
@@ -374,4 +379,51 @@ async fn the_log_transport_answers_like_the_webhook() {
     assert!(answer["sid"].is_string(), "{answer}");
     assert_eq!(answer["msisdn"], "447400123456");
     assert_eq!(answer["success"], true);
+}
+
+/// Finding 10: a validated session was kept usable by new sends. It proves its address for
+/// `session_lifetime` after its validation, however often it is continued; then the
+/// homeserver is told it expired, and later that there is no such session.
+#[tokio::test]
+async fn a_validated_session_proves_its_address_one_lifetime_after_validation() {
+    for backend in ["redis", "memory"] {
+        let env = Env::start(|c| {
+            c.set("store.backend", backend)
+                .set("threepid.session_lifetime", "2s");
+        })
+        .await;
+        let first = env
+            .request_token("register", &body("life", "07400 500005", 1))
+            .await;
+        let sid = first.json()["sid"].as_str().expect("a sid").to_owned();
+        let code = env.gateway.wait_for(1, SMS_WAIT).await[0].code();
+        assert_eq!(env.submit(&sid, "life", &code).await.status, StatusCode::OK);
+        assert_eq!(env.get_validated(&sid, "life").await.status, StatusCode::OK);
+        // Continued twice, a second apart: that does not keep it usable.
+        for attempt in [2, 3] {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let again = env
+                .request_token("register", &body("life", "07400 500005", attempt))
+                .await;
+            assert_eq!(again.json()["sid"], sid.as_str(), "{backend}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let expired = env.get_validated(&sid, "life").await;
+        assert_eq!(
+            expired.status,
+            StatusCode::BAD_REQUEST,
+            "{backend}: {}",
+            expired.text()
+        );
+        assert_eq!(expired.errcode(), "M_SESSION_EXPIRED", "{backend}");
+        // Kept one more lifetime to say so, then gone.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let gone = env.get_validated(&sid, "life").await;
+        assert_eq!(
+            gone.status,
+            StatusCode::NOT_FOUND,
+            "{backend}: {}",
+            gone.text()
+        );
+    }
 }

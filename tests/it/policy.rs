@@ -384,6 +384,94 @@ async fn via_upstream_the_identity_request_token_sends_the_mail_of_the_noted_pur
     assert!(mails[1].text.contains(&sid));
 }
 
+/// Finding 3: whoever reached the identity listener could mail or text any address, without
+/// a limit and past `allowed_addresses`. Only a request the client listener accepted (and
+/// noted) gets a message, once.
+#[tokio::test]
+async fn via_upstream_an_identity_request_token_no_client_asked_for_sends_nothing() {
+    let env = Env::start(|c| {
+        c.set("threepid.mode", "via-upstream");
+    })
+    .await;
+    let identity_path = "/_matrix/identity/api/v1/validate/email/requestToken";
+    let callback = email_body("gun", "target@example.org").to_string();
+    for _ in 0..3 {
+        let answer = env
+            .identity_post(identity_path, "application/json", callback.clone())
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
+        assert_eq!(answer.errcode(), "M_FORBIDDEN");
+    }
+    // One client request: one message, and the note is spent.
+    let answer = env
+        .request_token(
+            "/_matrix/client/v3/register/email/requestToken",
+            &email_body("gun", "target@example.org"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let answer = env
+        .identity_post(identity_path, "application/json", callback.clone())
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let answer = env
+        .identity_post(identity_path, "application/json", callback)
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.smtp.messages().len(), 1, "exactly one mail");
+}
+
+#[tokio::test]
+async fn via_upstream_the_identity_request_token_keeps_allowed_addresses_and_the_address_limit() {
+    let env = Env::start(|c| {
+        c.set("threepid.mode", "via-upstream")
+            .set_toml(
+                "threepid.allowed_addresses",
+                r#"[{ medium = "email", pattern = "@example\\.org$" }]"#,
+            )
+            .set_toml(
+                "rate_limit.request_token_per_address",
+                "{ per_second = 0.001, burst = 1 }",
+            );
+    })
+    .await;
+    let identity_path = "/_matrix/identity/api/v1/validate/email/requestToken";
+    let answer = env
+        .identity_post(
+            identity_path,
+            "application/json",
+            email_body("x", "someone@not-allowed.test").to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
+    assert_eq!(answer.errcode(), "M_THREEPID_DENIED");
+    // Two client requests for one address (two client secrets): the second is over the
+    // address's limit where its token would be issued.
+    for (secret, status) in [
+        ("one", StatusCode::OK),
+        ("two", StatusCode::TOO_MANY_REQUESTS),
+    ] {
+        let answer = env
+            .request_token(
+                "/_matrix/client/v3/register/email/requestToken",
+                &email_body(secret, "limited@example.org"),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        let answer = env
+            .identity_post(
+                identity_path,
+                "application/json",
+                email_body(secret, "limited@example.org").to_string(),
+            )
+            .await;
+        assert_eq!(answer.status, status, "{secret}: {}", answer.text());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.smtp.messages().len(), 1, "one mail");
+}
+
 #[tokio::test]
 async fn outside_via_upstream_the_identity_request_token_is_unrecognized() {
     let env = Env::start(|_| {}).await;

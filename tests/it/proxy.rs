@@ -510,8 +510,14 @@ async fn a_tls_client_listener_serves_http2_when_alpn_chooses_it_and_http1_other
     bounded(Duration::from_secs(10), async {
         let upstream = Upstream::start().await;
         let certs = tempfile::tempdir().expect("a temp dir");
-        let files = threepid_sidecar::tls::generate_self_signed("localhost", certs.path())
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("a self-signed certificate");
+        let files = threepid_sidecar::config::TlsFiles {
+            cert: certs.path().join("cert.pem"),
+            key: certs.path().join("key.pem"),
+        };
+        std::fs::write(&files.cert, certified.cert.pem()).expect("write the certificate");
+        std::fs::write(&files.key, certified.signing_key.serialize_pem()).expect("write the key");
         let mut config = TestConfig::new(&upstream.url());
         config
             .set("server.tls_cert_file", files.cert.display().to_string())

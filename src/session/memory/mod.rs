@@ -15,7 +15,7 @@
 
 mod rate_limits;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use futures_util::FutureExt;
@@ -26,15 +26,19 @@ use super::{
     SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
-use crate::ratelimit::{LimitKey, RateDecision};
+use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
 use crate::token::{self, SecretHash, TokenHash};
 use rate_limits::RateTable;
 
 /// New sessions between two sweeps of expired ones.
 const SWEEP_EVERY: u32 = 1024;
 
-/// What identifies "the same request" for the `send_attempt` rule.
-type LookupKey = (Medium, String, SecretHash);
+/// What identifies "the same request" for the `send_attempt` rule: a request for another
+/// purpose starts a session of its own.
+type LookupKey = (Medium, String, SecretHash, Purpose);
+
+/// Via-upstream purpose notes are kept by (medium, address, secret).
+type NoteKey = (Medium, String, SecretHash);
 
 /// Sessions for one process. Cheap to share behind an `Arc`; every method is atomic because
 /// it runs entirely under one lock.
@@ -43,8 +47,10 @@ pub struct MemoryStore {
     settings: StoreSettings,
     inner: Mutex<Inner>,
     rate_limits: RateTable,
-    /// Via-upstream purpose notes with their expiry (unix ms).
-    purposes: Mutex<HashMap<LookupKey, (Purpose, u64)>>,
+    /// Keys this process's address hashes (nothing outside it needs to agree).
+    address_key: AddressKey,
+    /// Via-upstream purpose notes, oldest first, each with its expiry (unix ms).
+    purposes: Mutex<HashMap<NoteKey, VecDeque<(Purpose, u64)>>>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +78,7 @@ impl MemoryStore {
             settings,
             inner: Mutex::new(Inner::default()),
             rate_limits: RateTable::new(),
+            address_key: AddressKey::random(),
             purposes: Mutex::new(HashMap::new()),
         }
     }
@@ -90,7 +97,12 @@ impl MemoryStore {
         let now = req.now_ms;
         let expires_at = now.saturating_add(self.lifetime_ms());
         let mut inner = self.lock();
-        let key: LookupKey = (req.medium, req.address.clone(), req.client_secret);
+        let key: LookupKey = (
+            req.medium,
+            req.address.clone(),
+            req.client_secret,
+            req.purpose,
+        );
         let live_sid = inner
             .lookup
             .get(&key)
@@ -106,14 +118,23 @@ impl MemoryStore {
             if req.send_attempt <= previous {
                 return SendDecision::AlreadySent { sid };
             }
-            entry.tokens.retain(|&(_, exp)| exp > now);
+            if entry.session.medium == Medium::Msisdn {
+                // Only the newest code counts: each guess is tested against one code.
+                entry.tokens.clear();
+            } else {
+                entry.tokens.retain(|&(_, exp)| exp > now);
+            }
             entry.tokens.push((req.token, req.token_expires_ms));
             entry.attempt_token = Some(req.token);
             entry.session.send_attempt = req.send_attempt;
             if req.next_link.is_some() {
                 entry.session.next_link = req.next_link;
             }
-            entry.expires_at = expires_at;
+            // A validated session lives one lifetime from its validation, however often it
+            // is continued.
+            if entry.session.validated_at.is_none() {
+                entry.expires_at = expires_at;
+            }
             return SendDecision::Send {
                 sid,
                 created: false,
@@ -228,7 +249,8 @@ impl MemoryStore {
         if token::matches_any(token, live_tokens) {
             session.failed_submits -= 1;
             session.validated_at = Some(now);
-            entry.expires_at = now.saturating_add(lifetime);
+            // Usable for one lifetime from now, kept for two (see `Session::usable_until`).
+            entry.expires_at = now.saturating_add(lifetime.saturating_mul(2));
             SubmitOutcome::Validated(session.clone())
         } else {
             SubmitOutcome::WrongToken {
@@ -255,7 +277,7 @@ impl Inner {
     fn remove(&mut self, sid: &str) {
         if let Some(entry) = self.sessions.remove(sid) {
             let s = entry.session;
-            let key: LookupKey = (s.medium, s.address, s.client_secret);
+            let key: LookupKey = (s.medium, s.address, s.client_secret, s.purpose);
             if self.lookup.get(&key).is_some_and(|v| v == sid) {
                 self.lookup.remove(&key);
             }
@@ -348,32 +370,45 @@ impl SessionStore for MemoryStore {
             .len()
             .is_multiple_of(usize::try_from(SWEEP_EVERY).unwrap_or(1024))
         {
-            notes.retain(|_, (_, expires)| *expires > now_ms);
+            notes.retain(|_, queue| queue.iter().any(|(_, expires)| *expires > now_ms));
         }
-        notes.insert(
-            (medium, address.to_owned(), *client_secret),
-            (purpose, now_ms.saturating_add(ttl)),
-        );
+        notes
+            .entry((medium, address.to_owned(), *client_secret))
+            .or_default()
+            .push_back((purpose, now_ms.saturating_add(ttl)));
         futures_util::future::ready(Ok(())).boxed()
     }
 
-    fn purpose_for<'a>(
+    fn take_purpose<'a>(
         &'a self,
         medium: Medium,
         address: &'a str,
         client_secret: &'a SecretHash,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
-        let notes = self.purposes.lock().unwrap_or_else(|e| e.into_inner());
-        let found = notes
-            .get(&(medium, address.to_owned(), *client_secret))
-            .filter(|(_, expires)| *expires > now_ms)
-            .map(|(purpose, _)| *purpose);
+        let mut notes = self.purposes.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (medium, address.to_owned(), *client_secret);
+        let mut found = None;
+        if let Some(queue) = notes.get_mut(&key) {
+            while let Some((purpose, expires)) = queue.pop_front() {
+                if expires > now_ms {
+                    found = Some(purpose);
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                notes.remove(&key);
+            }
+        }
         futures_util::future::ready(Ok(found)).boxed()
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async { Ok(()) }.boxed()
+    }
+
+    fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>> {
+        futures_util::future::ready(Ok(self.address_key.clone())).boxed()
     }
 }
 

@@ -3,9 +3,13 @@
 //!
 //! Memory is bounded twice over. A key is worth keeping only while its TAT is ahead of now (a
 //! TAT in the past is the same as no TAT), so expired keys are swept whenever the table has
-//! doubled since the last sweep. And the table never holds more than [`MAX_KEYS`]: a flood of
-//! new keys (one host spraying IPv6 /64s) is refused rather than let through when it is full,
-//! because these limits protect real mailboxes and phone bills.
+//! doubled since the last sweep. And the table never holds more than [`MAX_KEYS`]: when a
+//! flood of new keys (one host spraying IPv6 /64s) fills it with live keys, the half whose
+//! TATs come soonest — the keys closest to being forgotten anyway — is dropped at once, so a
+//! new client is never locked out, and the cost per new key stays constant (one pass per
+//! `MAX_KEYS / 2` new keys). The price: under such a flood the quietest keys regain their
+//! burst early. This table is for one process trying the sidecar out; the Redis store keeps
+//! every key until it expires.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -66,8 +70,7 @@ impl RateTable {
                 t.sweep(now_ms);
             }
             if t.tats.len() >= t.max_keys {
-                let retry_after_ms = t.next_expiry_ms.saturating_sub(now_ms).max(1);
-                return RateDecision::Limited { retry_after_ms };
+                t.evict_soonest_half();
             }
         }
         t.tats.insert(key, new_tat_ms);
@@ -85,6 +88,32 @@ impl RateTable {
 }
 
 impl Tats {
+    /// Drops the half of the (full, live) table whose TATs come soonest.
+    fn evict_soonest_half(&mut self) {
+        let mut tats: Vec<u64> = self.tats.values().copied().collect();
+        let middle = tats.len() / 2;
+        let (below, &mut cut, _) = tats.select_nth_unstable(middle);
+        // Everything before the cut goes, and as many keys at the cut as make up half, so
+        // that a table of equal TATs halves too.
+        let mut ties_to_drop = middle - below.iter().filter(|&&tat| tat < cut).count();
+        self.tats.retain(|_, tat| {
+            if *tat < cut {
+                false
+            } else if *tat == cut && ties_to_drop > 0 {
+                ties_to_drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.next_expiry_ms = self.tats.values().min().copied().unwrap_or(u64::MAX);
+        tracing::warn!(
+            kept = self.tats.len(),
+            "the memory store's rate-limit table was full: the keys nearest their end were \
+             dropped (a flood of distinct clients; use the Redis store beyond one machine)"
+        );
+    }
+
     /// Drops every key back to a full burst; the next sweep waits until the table has doubled.
     fn sweep(&mut self, now_ms: u64) {
         self.tats.retain(|_, tat| *tat > now_ms);
@@ -131,23 +160,33 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_refuses_new_keys_until_one_expires_but_serves_known_ones() {
-        let table = RateTable::with_max_keys(3);
-        for n in 0..3 {
+    fn a_full_table_drops_its_soonest_half_and_never_refuses_a_new_client() {
+        let table = RateTable::with_max_keys(4);
+        for n in 0..4 {
             assert_eq!(
                 table.check(&ip_key(n), LIMIT, n.into()),
                 RateDecision::Allowed
             );
         }
-        assert_eq!(
-            table.check(&ip_key(9), LIMIT, 10),
-            RateDecision::Limited {
-                retry_after_ms: 990
-            },
-            "refused until key 0 expires at 1000"
-        );
-        assert_eq!(table.check(&ip_key(1), LIMIT, 10), RateDecision::Allowed);
-        assert_eq!(table.check(&ip_key(9), LIMIT, 1000), RateDecision::Allowed);
+        // Full of live keys: a new client is let in, and the two keys due soonest (0 and 1)
+        // make room.
+        assert_eq!(table.check(&ip_key(9), LIMIT, 10), RateDecision::Allowed);
         assert_eq!(table.len(), 3);
+        // The keys that stayed are still limited as before.
+        assert_eq!(table.check(&ip_key(3), LIMIT, 10), RateDecision::Allowed);
+        assert!(matches!(
+            table.check(&ip_key(3), LIMIT, 10),
+            RateDecision::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_costs_a_pass_per_half_table_not_per_key() {
+        let table = RateTable::with_max_keys(1000);
+        // Ten times the table in distinct keys, all live: every one is let in.
+        for n in 0..10_000 {
+            assert_eq!(table.check(&ip_key(n), LIMIT, 0), RateDecision::Allowed);
+            assert!(table.len() <= 1000);
+        }
     }
 }

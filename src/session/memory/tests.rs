@@ -58,11 +58,34 @@ fn a_new_send_and_a_validation_each_refresh_the_lifetime() {
     let secret = SecretHash::of("secret");
     let outcome = store.submit_now(&sid, &secret, "t2", HOUR + 1);
     assert!(matches!(outcome, SubmitOutcome::Validated(_)));
+    // Validated: usable for a lifetime, kept for two.
     assert!(
-        store.get_now(&sid, 2 * HOUR).is_some(),
+        store.get_now(&sid, 3 * HOUR).is_some(),
         "refreshed by validation"
     );
-    assert!(store.get_now(&sid, 2 * HOUR + 1).is_none());
+    assert!(store.get_now(&sid, 3 * HOUR + 1).is_none());
+}
+
+#[test]
+fn continuing_a_validated_session_does_not_extend_it() {
+    let store = store();
+    let sid = sid_of(&store.begin_send_now(request("a@example.org", 1, "t1", 0)));
+    let secret = SecretHash::of("secret");
+    let outcome = store.submit_now(&sid, &secret, "t1", 10);
+    assert!(matches!(outcome, SubmitOutcome::Validated(_)));
+    // Kept alive by new sends every half lifetime: it still ends one lifetime after its
+    // validation.
+    for (attempt, at) in [(2, HOUR / 2), (3, HOUR - 1)] {
+        let decision = store.begin_send_now(request("a@example.org", attempt, "t", at));
+        assert_eq!(sid_of(&decision), sid);
+    }
+    let session = store.get_now(&sid, HOUR + 9).expect("kept");
+    assert_eq!(
+        session.usable_until(Duration::from_millis(HOUR)),
+        Some(HOUR + 10)
+    );
+    assert!(store.get_now(&sid, 2 * HOUR + 9).is_some());
+    assert!(store.get_now(&sid, 2 * HOUR + 10).is_none());
 }
 
 #[test]

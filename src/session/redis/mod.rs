@@ -4,14 +4,20 @@
 //! change atomic. Every script but one touches exactly one key, so each runs in one hash slot
 //! and the layout works on Redis Cluster:
 //!
-//! - `{prefix}lookup:{<hex sha256 of medium\0address\0secret-hash-hex>}` → sid (PX = lifetime);
+//! - `{prefix}lookup:{<hex sha256 of medium\0address\0secret-hash-hex\0purpose\0>}` → sid
+//!   (PX = lifetime): a request for another purpose starts a session of its own;
 //! - `{prefix}session:{<sid>}` → hash of `medium`, `address`, `secret`, `purpose`, `next_link`,
 //!   `attempt`, `attempt_token`, `failed`, `validated_at` and one `t:<token hash hex>` = expiry
-//!   (unix ms) per live token, with PEXPIRE = lifetime, refreshed on every change;
+//!   (unix ms) per live token (for SMS only the newest), with PEXPIRE = lifetime, refreshed on
+//!   every change until it is validated and not after (a validated session lives one lifetime
+//!   from its validation);
 //! - `{prefix}rl:{<limit key>}` → the limit's TAT (unix ms), with PX = the time until it is
 //!   reached (see [`LimitKey`] for the key string, which never holds an address);
-//! - `{prefix}purpose:{<same hash as lookup>}` → a via-upstream purpose note, PX =
+//! - `{prefix}purpose:{<hex sha256 of medium\0address\0secret-hash-hex\0>}` → a list of
+//!   via-upstream purpose notes, one per accepted requestToken, each taken once, PX =
 //!   [`PURPOSE_NOTE_TTL`].
+//! - `{prefix}address-key` → the random key of the address hashes in rate-limit keys, made
+//!   once by whichever replica asks first, never expiring;
 //! - `{prefix}outbox` and `{prefix}outbox-dead` → the durable outbox's streams (see
 //!   [`outbox`]); `begin_send` with a queued message writes the stream first and the session
 //!   second: in two steps on Redis Cluster (DESIGN §7), in one script (`begin_queued.lua`, the
@@ -43,7 +49,7 @@ use super::{
     Session, SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
-use crate::ratelimit::{LimitKey, RateDecision};
+use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
 use crate::token::{SecretHash, TokenHash};
 use connection::{Connection, bound_all};
 pub use outbox::OutboxReader;
@@ -93,6 +99,8 @@ struct Scripts {
     validate: Script,
     /// `rate_limit`: GCRA on one key.
     rate_limit: Script,
+    /// `address_key`: the shared key, made by whichever replica asks first.
+    address_key: Script,
 }
 
 /// The `send_attempt` rule, the start of both scripts that apply it.
@@ -113,6 +121,7 @@ impl Scripts {
             reserve: Script::new(include_str!("reserve.lua")),
             validate: Script::new(include_str!("validate.lua")),
             rate_limit: Script::new(&[GCRA, include_str!("rate_limit.lua")].concat()),
+            address_key: Script::new(include_str!("address_key.lua")),
         }
     }
 }
@@ -172,22 +181,29 @@ impl RedisStore {
         format!("{}session:{{{sid}}}", self.settings.key_prefix)
     }
 
-    fn lookup_key(&self, medium: &str, address: &str, secret_hex: &str) -> String {
-        let digest = Sha256::new()
-            .chain_update(medium)
-            .chain_update([0])
-            .chain_update(address)
-            .chain_update([0])
-            .chain_update(secret_hex)
-            .finalize();
-        let hex = TokenHash(digest.into()).to_hex();
-        format!("{}lookup:{{{hex}}}", self.settings.key_prefix)
+    /// `{prefix}<family>:{<hex sha256 of the parts, each followed by a 0 byte>}`.
+    fn hashed_key(&self, family: &str, parts: &[&str]) -> String {
+        let mut digest = Sha256::new();
+        for part in parts {
+            digest.update(part);
+            digest.update([0]);
+        }
+        let hex = TokenHash(digest.finalize().into()).to_hex();
+        format!("{}{family}:{{{hex}}}", self.settings.key_prefix)
+    }
+
+    /// `{prefix}lookup:{…}`: the session of a (medium, address, secret, purpose). The purpose
+    /// is part of it: a request for another purpose starts a session of its own.
+    fn lookup_key(&self, medium: &str, address: &str, secret_hex: &str, purpose: &str) -> String {
+        self.hashed_key("lookup", &[medium, address, secret_hex, purpose])
     }
 
     /// `{prefix}purpose:{<hash of medium, address, client secret>}` (via-upstream notes).
     fn purpose_key(&self, medium: Medium, address: &str, client_secret: &SecretHash) -> String {
-        let lookup = self.lookup_key(medium.as_str(), address, &client_secret.to_hex());
-        lookup.replacen("lookup:", "purpose:", 1)
+        self.hashed_key(
+            "purpose",
+            &[medium.as_str(), address, &client_secret.to_hex()],
+        )
     }
 
     fn lifetime_ms(&self) -> u64 {
@@ -273,22 +289,30 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let op = async move {
             let ttl = u64::try_from(PURPOSE_NOTE_TTL.as_millis()).unwrap_or(u64::MAX);
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.purpose_key(medium, address, client_secret))
+            let key = self.purpose_key(medium, address, client_secret);
+            // A list, one entry per accepted request; MULTI so that the list never lives
+            // without its expiry.
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("RPUSH")
+                .arg(&key)
                 .arg(purpose.as_str())
-                .arg("PX")
-                .arg(ttl);
-            let cmd = &cmd;
-            let (_, _ok): (connection::Conn, String) = self
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .ignore();
+            let pipe = &pipe;
+            let (_, ()): (connection::Conn, ()) = self
                 .connection
-                .first_call(move |mut c| async move { cmd.query_async(&mut c).await })
+                .first_call(move |mut c| async move { pipe.query_async(&mut c).await })
                 .await?;
             Ok(())
         };
         bound_all(self.command_timeout, op).boxed()
     }
 
-    fn purpose_for<'a>(
+    fn take_purpose<'a>(
         &'a self,
         medium: Medium,
         address: &'a str,
@@ -296,7 +320,7 @@ impl SessionStore for RedisStore {
         _now_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
         let op = async move {
-            let mut cmd = redis::cmd("GET");
+            let mut cmd = redis::cmd("LPOP");
             cmd.arg(self.purpose_key(medium, address, client_secret));
             let cmd = &cmd;
             let (_, noted): (connection::Conn, Option<String>) = self
@@ -309,6 +333,25 @@ impl SessionStore for RedisStore {
                         .ok_or_else(|| StoreError::Corrupt(format!("unknown purpose {p:?}")))
                 })
                 .transpose()
+        };
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>> {
+        let op = async move {
+            let mut script = self
+                .scripts
+                .address_key
+                .key(format!("{}address-key", self.settings.key_prefix));
+            script.arg(AddressKey::random().to_hex());
+            let script = &script;
+            let (_, hex): (connection::Conn, String) = self
+                .connection
+                .first_call(move |mut c| async move { script.invoke_async(&mut c).await })
+                .await?;
+            AddressKey::from_hex(&hex).ok_or_else(|| {
+                StoreError::Corrupt("the address-hash key is not 64 hex digits".into())
+            })
         };
         bound_all(self.command_timeout, op).boxed()
     }
@@ -350,11 +393,21 @@ mod tests {
         let store = RedisStore::new("redis://127.0.0.1:1", settings(), Duration::from_secs(1))
             .expect("a well-formed url needs no server");
         assert_eq!(store.session_key("abc"), "tp:session:{abc}");
-        let lookup = store.lookup_key("email", "a@example.org", "00");
+        let lookup = store.lookup_key("email", "a@example.org", "00", "registration");
         assert!(lookup.starts_with("tp:lookup:{") && lookup.ends_with('}'));
         assert_eq!(lookup.len(), "tp:lookup:{}".len() + 64);
-        assert_ne!(lookup, store.lookup_key("email", "a@example.org", "01"));
-        assert_ne!(lookup, store.lookup_key("msisdn", "a@example.org", "00"));
+        assert_ne!(
+            lookup,
+            store.lookup_key("email", "a@example.org", "01", "registration")
+        );
+        assert_ne!(
+            lookup,
+            store.lookup_key("msisdn", "a@example.org", "00", "registration")
+        );
+        assert_ne!(
+            lookup,
+            store.lookup_key("email", "a@example.org", "00", "password_reset")
+        );
     }
 
     #[tokio::test]
@@ -370,7 +423,8 @@ mod tests {
             store.rate_key(&key),
             "tp:rl:{request_token_ip:email:2001:db8:0:1::/64}"
         );
-        let key = LimitKey::request_token_address(Medium::Email, "a@example.org");
+        let key =
+            LimitKey::request_token_address(&AddressKey::random(), Medium::Email, "a@example.org");
         let rate_key = store.rate_key(&key);
         assert!(rate_key.starts_with("tp:rl:{request_token_address:email:"));
         assert!(rate_key.ends_with('}') && !rate_key.contains("example"));

@@ -8,8 +8,8 @@
 -- {'already'} (send_attempt not above the last), or {'mismatch'}. Reads only.
 local function decide(key, A)
   if redis.call('EXISTS', key) == 0 then return {'created'} end
-  local s = redis.call('HMGET', key, 'medium', 'address', 'secret', 'attempt')
-  if s[1] ~= A[3] or s[2] ~= A[4] or s[3] ~= A[5] or not s[4] then
+  local s = redis.call('HMGET', key, 'medium', 'address', 'secret', 'attempt', 'purpose')
+  if s[1] ~= A[3] or s[2] ~= A[4] or s[3] ~= A[5] or not s[4] or s[5] ~= A[6] then
     return {'mismatch'}
   end
   -- u64 as decimal strings without leading zeros: longer is larger, else compare as text.
@@ -19,22 +19,29 @@ local function decide(key, A)
 end
 
 -- Writes a 'created' or 'continued' decision: the token's hash with its expiry, the attempt,
--- and a lifetime from now; a continued session drops its expired tokens.
+-- and a lifetime from now. A continued session drops its expired tokens (an SMS session all
+-- of them: only the newest code counts), and keeps its expiry once validated (a validated
+-- session lives one lifetime from its validation, however often it is continued).
 local function commit(key, A, decision)
+  local extend = true
   if decision[1] == 'created' then
     redis.call('HSET', key, 'medium', A[3], 'address', A[4], 'secret', A[5],
       'purpose', A[6], 'attempt', A[9], 'failed', '0', 'attempt_token', A[10],
       't:' .. A[10], A[11])
   else
     local now = tonumber(A[2])
+    local all = A[3] == 'msisdn'
     local fields = redis.call('HGETALL', key)
     for i = 1, #fields, 2 do
-      if string.sub(fields[i], 1, 2) == 't:' and (tonumber(fields[i + 1]) or 0) <= now then
+      if string.sub(fields[i], 1, 2) == 't:'
+        and (all or (tonumber(fields[i + 1]) or 0) <= now) then
         redis.call('HDEL', key, fields[i])
+      elseif fields[i] == 'validated_at' then
+        extend = false
       end
     end
     redis.call('HSET', key, 'attempt', A[9], 'attempt_token', A[10], 't:' .. A[10], A[11])
   end
   if A[7] == '1' then redis.call('HSET', key, 'next_link', A[8]) end
-  redis.call('PEXPIRE', key, A[1])
+  if extend then redis.call('PEXPIRE', key, A[1]) end
 end

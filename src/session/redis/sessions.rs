@@ -119,7 +119,7 @@ impl RedisStore {
         let (medium, secret) = (req.medium.as_str(), req.client_secret.to_hex());
         let mut script = self.scripts.begin_queued.prepare_invoke();
         script
-            .key(self.lookup_key(medium, &req.address, &secret))
+            .key(self.lookup_key(medium, &req.address, &secret, req.purpose.as_str()))
             .key(self.outbox_key());
         self.rule_args(&mut script, req, &secret);
         script
@@ -167,10 +167,12 @@ impl RedisStore {
     /// Step 1 of `begin_send`: the sid for (medium, address, secret), made if there is none.
     async fn lookup_sid(&self, req: &SendRequest) -> Result<(Conn, String), StoreError> {
         let (medium, secret) = (req.medium.as_str(), req.client_secret.to_hex());
-        let mut step1 = self
-            .scripts
-            .lookup
-            .key(self.lookup_key(medium, &req.address, &secret));
+        let mut step1 = self.scripts.lookup.key(self.lookup_key(
+            medium,
+            &req.address,
+            &secret,
+            req.purpose.as_str(),
+        ));
         step1.arg(token::new_sid()).arg(self.lifetime_ms());
         let step1 = &step1;
         self.connection
@@ -233,13 +235,13 @@ impl RedisStore {
             .connection
             .first_call(move |mut c| async move { undo.invoke_async(&mut c).await })
             .await?;
-        if let [s, medium, address, secret] = reply.as_slice()
+        if let [s, medium, address, secret, purpose] = reply.as_slice()
             && s == "deleted"
         {
             let mut unlook = self
                 .scripts
                 .unlook
-                .key(self.lookup_key(medium, address, secret));
+                .key(self.lookup_key(medium, address, secret, purpose));
             unlook.arg(sid);
             let _: i64 = self
                 .connection
@@ -321,7 +323,11 @@ impl RedisStore {
             });
         }
         let mut validate = self.scripts.validate.key(self.session_key(sid));
-        validate.arg(&secret).arg(now_ms).arg(self.lifetime_ms());
+        // Usable for one lifetime from now, kept for two (see `Session::usable_until`).
+        validate
+            .arg(&secret)
+            .arg(now_ms)
+            .arg(self.lifetime_ms().saturating_mul(2));
         let pairs: Vec<String> = self
             .connection
             .call(conn.generation, validate.invoke_async(&mut conn.manager))

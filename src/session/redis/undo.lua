@@ -10,9 +10,9 @@ if ARGV[2] == '1' then
     if string.sub(f, 1, 2) == 't:' then tokens = tokens + 1 end
   end
   if tokens == 0 then
-    local s = redis.call('HMGET', key, 'medium', 'address', 'secret')
+    local s = redis.call('HMGET', key, 'medium', 'address', 'secret', 'purpose')
     redis.call('DEL', key)
-    return {'deleted', s[1] or '', s[2] or '', s[3] or ''}
+    return {'deleted', s[1] or '', s[2] or '', s[3] or '', s[4] or ''}
   end
 end
 if redis.call('HGET', key, 'attempt_token') == ARGV[1] then

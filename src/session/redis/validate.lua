@@ -1,5 +1,6 @@
 -- Marks a session validated after a token matched, giving the reserved attempt back.
--- KEYS[1] session; ARGV: secret hex, now ms, lifetime ms. Returns the hash, or {} if gone.
+-- KEYS[1] session; ARGV: secret hex, now ms, how long to keep it (ms). Returns the hash, or {}
+-- if gone.
 local key = KEYS[1]
 if redis.call('HGET', key, 'secret') ~= ARGV[1] then return {} end
 if not redis.call('HGET', key, 'validated_at') then

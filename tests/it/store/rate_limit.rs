@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use threepid_sidecar::config::RateLimit;
-use threepid_sidecar::ratelimit::{LimitKey, RateDecision};
+use threepid_sidecar::ratelimit::{AddressHash, AddressKey, LimitKey, RateDecision};
 use threepid_sidecar::session::{Medium, SessionStore};
 
 use super::{NOW, PREFIX, RedisServer, query, raw, redis_store};
@@ -92,9 +92,9 @@ pub(super) async fn different_limit_keys_are_independent(store: Arc<dyn SessionS
             ip,
         },
         LimitKey::SubmitIp { ip },
-        LimitKey::request_token_address(Medium::Email, "a@example.org"),
-        LimitKey::request_token_address(Medium::Email, "b@example.org"),
-        LimitKey::request_token_address(Medium::Msisdn, "a@example.org"),
+        LimitKey::request_token_address(&AddressKey::random(), Medium::Email, "a@example.org"),
+        LimitKey::request_token_address(&AddressKey::random(), Medium::Email, "b@example.org"),
+        LimitKey::request_token_address(&AddressKey::random(), Medium::Msisdn, "a@example.org"),
     ];
     for key in &others {
         assert_eq!(passes(&*store, key, NOW, 6).await, 5, "{key}");
@@ -123,7 +123,11 @@ pub(super) async fn parallel_requests_never_exceed_the_burst(store: Arc<dyn Sess
 async fn redis_two_replicas_share_a_limit() {
     let server = RedisServer::start();
     let replicas = [redis_store(&server), redis_store(&server)];
-    let key = LimitKey::request_token_address(Medium::Email, "a@example.org");
+    // Each replica asks the store for the address-hash key: they get the same one.
+    let secret = replicas[0].address_key().await.expect("a key");
+    assert_eq!(replicas[1].address_key().await.expect("a key"), secret);
+    assert_eq!(replicas[0].address_key().await.expect("a key"), secret);
+    let key = LimitKey::request_token_address(&secret, Medium::Email, "a@example.org");
     for i in 0..5 {
         let replica = &*replicas[i % 2];
         assert_eq!(check(replica, &key, NOW).await, RateDecision::Allowed);
@@ -142,11 +146,19 @@ async fn redis_two_replicas_share_a_limit() {
 async fn redis_a_rate_key_holds_no_address_and_expires_with_its_tat() {
     let server = RedisServer::start();
     let store = redis_store(&server);
-    let key = LimitKey::request_token_address(Medium::Email, "a@example.org");
+    let secret = AddressKey::random();
+    let key = LimitKey::request_token_address(&secret, Medium::Email, "a@example.org");
     assert_eq!(passes(&*store, &key, NOW, 2).await, 2);
     let mut con = raw(&server);
     let keys: Vec<String> = query(&mut con, &["KEYS", "*"]);
-    let hex = format!("{:x}", Sha256::digest("a@example.org"));
+    let hex = AddressHash::of(&secret, "a@example.org")
+        .as_hex()
+        .to_owned();
+    assert_ne!(
+        hex,
+        format!("{:x}", Sha256::digest("a@example.org")),
+        "keyed"
+    );
     let expected = format!("{PREFIX}rl:{{request_token_address:email:{hex}}}");
     assert_eq!(
         keys,

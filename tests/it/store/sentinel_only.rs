@@ -45,7 +45,11 @@ async fn sentinel_a_forced_failover_keeps_the_store_working() {
     );
     let store = sentinel_store(&setup, PREFIX);
     let before = sid_of(&send(&*store, request("before@example.org", 1, "t1")).await);
-    let limit_key = LimitKey::request_token_address(Medium::Email, "before@example.org");
+    let limit_key = LimitKey::request_token_address(
+        &threepid_sidecar::ratelimit::AddressKey::random(),
+        Medium::Email,
+        "before@example.org",
+    );
     assert_eq!(passes(&*store, &limit_key, 1).await, 1);
     let replicated = setup.clone();
     tokio::task::spawn_blocking(move || replicated.wait_replicated())

@@ -309,7 +309,7 @@ pub(super) async fn ping_answers(store: Arc<dyn SessionStore>) {
     store.ping().await.expect("ping");
 }
 
-pub(super) async fn a_noted_purpose_is_found_for_the_same_request_only(
+pub(super) async fn a_noted_purpose_is_taken_once_by_the_same_request_only(
     store: Arc<dyn SessionStore>,
 ) {
     let other = SecretHash::of("other");
@@ -327,31 +327,89 @@ pub(super) async fn a_noted_purpose_is_found_for_the_same_request_only(
         let store = store.clone();
         async move {
             store
-                .purpose_for(medium, address, &secret, NOW + 1)
+                .take_purpose(medium, address, &secret, NOW + 1)
                 .await
                 .unwrap()
         }
     };
+    assert_eq!(found(Medium::Email, "a@example.org", other).await, None);
+    assert_eq!(found(Medium::Email, "b@example.org", secret()).await, None);
+    assert_eq!(found(Medium::Msisdn, "a@example.org", secret()).await, None);
     assert_eq!(
         found(Medium::Email, "a@example.org", secret()).await,
         Some(Purpose::PasswordReset)
     );
-    assert_eq!(found(Medium::Email, "a@example.org", other).await, None);
-    assert_eq!(found(Medium::Email, "b@example.org", secret()).await, None);
-    assert_eq!(found(Medium::Msisdn, "a@example.org", secret()).await, None);
-    // A later note for the same request wins.
-    store
-        .note_purpose(
-            Medium::Email,
-            "a@example.org",
-            &secret(),
-            Purpose::AddThreepid,
-            NOW + 2,
-        )
-        .await
-        .unwrap();
+    assert_eq!(
+        found(Medium::Email, "a@example.org", secret()).await,
+        None,
+        "a note is taken once"
+    );
+    // Two accepted requests, two notes, taken in their order.
+    for purpose in [Purpose::AddThreepid, Purpose::Registration] {
+        store
+            .note_purpose(Medium::Email, "a@example.org", &secret(), purpose, NOW + 2)
+            .await
+            .unwrap();
+    }
     assert_eq!(
         found(Medium::Email, "a@example.org", secret()).await,
         Some(Purpose::AddThreepid)
     );
+    assert_eq!(
+        found(Medium::Email, "a@example.org", secret()).await,
+        Some(Purpose::Registration)
+    );
+    assert_eq!(found(Medium::Email, "a@example.org", secret()).await, None);
+}
+
+pub(super) async fn a_request_for_another_purpose_starts_its_own_session(
+    store: Arc<dyn SessionStore>,
+) {
+    let registration = sid_of(&send(&*store, request("a@example.org", 1, "t1")).await);
+    let mut reset = request("a@example.org", 2, "t2");
+    reset.purpose = Purpose::PasswordReset;
+    let decision = send(&*store, reset).await;
+    assert!(
+        matches!(decision, SendDecision::Send { created: true, .. }),
+        "{decision:?}"
+    );
+    let reset = sid_of(&decision);
+    assert_ne!(reset, registration);
+    // Each keeps its purpose, and its own token.
+    for (sid, purpose, token, other) in [
+        (&registration, Purpose::Registration, "t1", "t2"),
+        (&reset, Purpose::PasswordReset, "t2", "t1"),
+    ] {
+        let session = store.get(sid, NOW).await.unwrap().expect("live");
+        assert_eq!(session.purpose, purpose);
+        assert!(matches!(
+            submit(&*store, sid, other).await,
+            SubmitOutcome::WrongToken { .. }
+        ));
+        assert!(matches!(
+            submit(&*store, sid, token).await,
+            SubmitOutcome::Validated(_)
+        ));
+    }
+    // A continuation of the registration session stays a registration session.
+    let decision = send(&*store, request("a@example.org", 3, "t3")).await;
+    assert_eq!(sid_of(&decision), registration);
+}
+
+pub(super) async fn only_the_newest_sms_code_is_accepted(store: Arc<dyn SessionStore>) {
+    let sms = |attempt: u64, code: &str| {
+        let mut req = request("447700900123", attempt, code);
+        req.medium = Medium::Msisdn;
+        req
+    };
+    let sid = sid_of(&send(&*store, sms(1, "111111")).await);
+    send(&*store, sms(2, "222222")).await;
+    assert!(matches!(
+        submit(&*store, &sid, "111111").await,
+        SubmitOutcome::WrongToken { .. }
+    ));
+    assert!(matches!(
+        submit(&*store, &sid, "222222").await,
+        SubmitOutcome::Validated(_)
+    ));
 }
