@@ -14,8 +14,9 @@
 #     emptyDir in Kubernetes): your config's identity.generated_cert_dir and email.file_dir
 #     must point inside it (or at another writable mount) when the root filesystem is
 #     read-only (`docker run --read-only`, Kubernetes readOnlyRootFilesystem: true);
-#   - ports: 8080 client (server.listen), 8090 identity https (identity.listen),
-#     9090 admin (admin.listen: /health/live, /health/ready, /metrics).
+#   - ports: 8080 client (server.listen), 9090 admin (admin.listen: /health/live,
+#     /health/ready, /metrics); the identity listener (https, 8090) is on loopback for the
+#     homeserver in the same network namespace, not published.
 #
 # Layout and checks: deploy/README.md; scripts/check-deploy lints this file (hadolint).
 
@@ -71,7 +72,7 @@ USER 65532:65532
 WORKDIR /var/lib/threepid-sidecar
 VOLUME ["/var/lib/threepid-sidecar"]
 
-EXPOSE 8080 8090 9090
+EXPOSE 8080 9090
 
 # No HEALTHCHECK: a distroless image has no shell and no curl to run one, and the binary has
 # no probe subcommand. Orchestrators probe the admin port instead: GET :9090/health/live

@@ -533,7 +533,7 @@ def cmd_dockerfile(args) -> None:
         f"final stage runs as a non-root USER ({users[-1] if users else 'none'})",
     )
     exposed = {int(p.split("/")[0]) for w, r in final if w == "EXPOSE" for p in r.split()}
-    check(exposed == {8080, 8090, 9090}, f"EXPOSE 8080 8090 9090 (got {sorted(exposed)})")
+    check(exposed == {8080, 9090}, f"EXPOSE 8080 9090 (got {sorted(exposed)})")
     envs = " ".join(r for w, r in final if w == "ENV")
     check(
         "THREEPID_SIDECAR_CONFIG=/etc/threepid-sidecar/config.toml" in envs,
@@ -556,9 +556,11 @@ def cmd_dockerfile(args) -> None:
                 any(under(path, v) for v in volumes),
                 f"{src}: {section}.{key} ({path}) under the VOLUME {volumes}",
             )
-        ports = {host_port(config[s]["listen"])[1] for s in ("server", "identity", "admin")}
-        hosts = {host_port(config[s]["listen"])[0] for s in ("server", "identity", "admin")}
-        check(ports == exposed and hosts == {"0.0.0.0"}, f"{src}: listeners on 0.0.0.0 at the EXPOSEd ports")
+        ports = {host_port(config[s]["listen"])[1] for s in ("server", "admin")}
+        hosts = {host_port(config[s]["listen"])[0] for s in ("server", "admin")}
+        check(ports == exposed and hosts == {"0.0.0.0"}, f"{src}: client and admin listeners on 0.0.0.0 at the EXPOSEd ports")
+        id_host = host_port(config["identity"]["listen"])[0]
+        check(id_host in ("127.0.0.1", "::1"), f"{src}: the identity listener on loopback (got {id_host})")
 
     # .dockerignore keeps out what must stay out and lets in what COPY needs.
     patterns = [

@@ -1,6 +1,7 @@
 //! End-to-end tests: the sidecar in front of a real legacy homeserver (Synapse 1.3.1, see
 //! `tests/common/synapse.rs`). Needs `scripts/install-test-deps` first.
 
+mod attacks;
 mod browser;
 mod clients;
 #[path = "../common/mod.rs"]
