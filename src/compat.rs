@@ -5,19 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Deserialize;
-
-/// `upstream.path_compat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PathCompatMode {
-    /// Never rewrite.
-    Off,
-    /// Always rewrite v3 to r0.
-    R0,
-    /// Rewrite while the upstream's `/versions` lists no `v1.x`.
-    Auto,
-}
+use crate::config::PathCompatMode;
 
 const REWRITES: [(&str, &str); 2] = [
     ("/_matrix/client/v3/", "/_matrix/client/r0/"),

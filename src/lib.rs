@@ -16,11 +16,13 @@ pub mod metrics;
 pub mod outbox;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod routes;
 pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod templates;
+pub mod threepid;
 pub mod tls;
 pub mod token;
 pub mod validate;
@@ -95,6 +97,21 @@ impl AppState {
         self.address_key
             .get_or_try_init(|| self.store.address_key())
             .await
+    }
+
+    /// Sends one token through the configured mailer or SMS sender (links start at
+    /// `server.public_baseurl`).
+    pub async fn deliver(
+        &self,
+        message: &delivery::Outgoing<'_>,
+    ) -> Result<(), delivery::DeliveryError> {
+        delivery::deliver(
+            &*self.mailer,
+            &*self.sms,
+            &self.config.server.public_baseurl,
+            message,
+        )
+        .await
     }
 
     /// Now, in unix milliseconds.
@@ -185,7 +202,8 @@ fn build_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Stores, sessio
         StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),
         StoreBackend::Redis => {
             use crate::config::StoreTopology;
-            use crate::session::redis::{RedisStore, Topology};
+            use crate::redis_link::Topology;
+            use crate::session::redis::RedisStore;
             let topology = match &config.store.topology {
                 StoreTopology::Single => Topology::Single {
                     url: config.store.url.clone(),
@@ -211,8 +229,8 @@ fn build_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Stores, sessio
 /// How the outbox's sender waits for new messages: blocking on a connection of its own to
 /// the one server; polling the store's connection for Sentinel and Cluster, whose
 /// connections this sender does not open itself yet.
-fn outbox_reader(config: &Config) -> Result<session::redis::OutboxReader, session::StoreError> {
-    use session::redis::OutboxReader;
+fn outbox_reader(config: &Config) -> Result<outbox::redis::OutboxReader, session::StoreError> {
+    use outbox::redis::OutboxReader;
     match config.store.topology {
         config::StoreTopology::Single => {
             OutboxReader::dedicated(&config.store.url, config.store.command_timeout)
@@ -318,7 +336,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     state
         .metrics
         .set_path_compat(state.upstream.compat.is_active());
-    if state.upstream.compat.mode() == compat::PathCompatMode::Auto {
+    if state.upstream.compat.mode() == config::PathCompatMode::Auto {
         tokio::spawn(routes::versions::watch_upstream_versions(
             state.clone(),
             stop_traffic.subscribe(),
@@ -326,9 +344,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     } else {
         tracing::info!(mode = ?state.upstream.compat.mode(), active = state.upstream.compat.is_active(), "v3→r0 path compatibility");
     }
-    let outbox = redis
-        .zip(outbox_reader)
-        .map(|(redis, reader)| outbox::spawn(state.clone(), redis, reader, stop_outbox_rx));
+    let outbox = redis.zip(outbox_reader).map(|(redis, reader)| {
+        let queue = outbox::redis::RedisQueue::new(redis, reader);
+        outbox::spawn(state.clone(), queue, stop_outbox_rx)
+    });
     state.set_ready(true);
     tracing::info!(%client_addr, %identity_addr, %admin_addr, "listening");
     Ok(Running {

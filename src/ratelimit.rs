@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::RateLimit;
-use crate::session::Medium;
+use crate::threepid::Medium;
 
 /// Upper bound of the interval and the tolerance (about 35 years). Keeps every sum of a time
 /// and a span exact in a Lua double (below 2^53), so the Redis script and [`gcra`] agree.

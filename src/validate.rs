@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::matrix::MatrixError;
-use crate::session::Medium;
+use crate::threepid::Medium;
 
 /// Longest email address accepted (Synapse and Sydent use the same bound).
 pub const MAX_EMAIL_LEN: usize = 500;

@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use threepid_sidecar::matrix::parse_object;
-use threepid_sidecar::session::Medium;
+use threepid_sidecar::threepid::Medium;
 use threepid_sidecar::validate;
 use url::Url;
 

@@ -11,8 +11,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-pub use crate::compat::PathCompatMode;
-
 mod raw;
 mod redact;
 #[cfg(test)]
@@ -94,6 +92,18 @@ pub enum SmsTransport {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+/// `upstream.path_compat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathCompatMode {
+    /// Never rewrite.
+    Off,
+    /// Always rewrite v3 to r0.
+    R0,
+    /// Rewrite while the upstream's `/versions` lists no `v1.x`.
+    Auto,
 }
 
 /// A GCRA limit: a steady rate and the burst allowed on top of it.
@@ -227,9 +237,22 @@ pub enum StoreTopology {
     /// One server at `store.url`.
     Single,
     /// `[store.sentinel]`: the master the sentinels name, followed across failovers.
-    Sentinel(crate::session::redis::SentinelSettings),
+    Sentinel(SentinelSettings),
     /// `[store.cluster]`: Redis Cluster, discovered from these `redis://`/`rediss://` nodes.
     Cluster { nodes: Vec<String> },
+}
+
+/// How to reach a master through Redis Sentinel.
+#[derive(Debug, Clone)]
+pub struct SentinelSettings {
+    /// The name the sentinels monitor the master under.
+    pub master_name: String,
+    /// Host and port of each sentinel; asked in turn.
+    pub sentinels: Vec<(String, u16)>,
+    /// The master's (and replicas') password.
+    pub password: Option<SecretString>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf), if they have one.
+    pub sentinel_password: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +311,26 @@ pub struct Admin {
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
+fn redact_url_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl Config {

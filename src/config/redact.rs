@@ -5,8 +5,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use super::validate::host_port;
-use super::{Config, RateLimit, StoreTopology, TlsFiles};
+use super::{Config, RateLimit, StoreTopology, TlsFiles, host_port, redact_url_password};
 
 impl Config {
     /// The effective config as TOML, with every secret replaced by `"<redacted>"`.
@@ -126,16 +125,5 @@ fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
             .map(|(k, v)| (k, strip_nulls(v)))
             .collect(),
         other => other,
-    }
-}
-
-/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
-pub(super) fn redact_url_password(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("<redacted>"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }

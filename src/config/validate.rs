@@ -10,20 +10,10 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::raw::*;
-use super::redact::redact_url_password;
 use super::*;
 
-/// `host:port`, with brackets around an IPv6 address.
-pub(super) fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `[store.sentinel]`, checked.
-fn sentinel(raw: RawSentinel) -> Result<crate::session::redis::SentinelSettings, ConfigError> {
+fn sentinel(raw: RawSentinel) -> Result<SentinelSettings, ConfigError> {
     if raw.master_name.is_empty() || raw.master_name.contains(char::is_whitespace) {
         return Err(invalid(
             "store.sentinel.master_name",
@@ -58,7 +48,7 @@ fn sentinel(raw: RawSentinel) -> Result<crate::session::redis::SentinelSettings,
             Ok((host, url.port().ok_or_else(bad)?))
         })
         .collect::<Result<_, _>>()?;
-    Ok(crate::session::redis::SentinelSettings {
+    Ok(SentinelSettings {
         master_name: raw.master_name,
         sentinels,
         password: secret("store.sentinel.password", raw.password, raw.password_file)?,

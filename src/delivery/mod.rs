@@ -7,7 +7,7 @@ pub mod smtp;
 
 use futures_util::future::BoxFuture;
 
-use crate::session::Purpose;
+use crate::threepid::{Medium, Purpose};
 
 /// One verification mail to send.
 #[derive(Debug)]
@@ -51,4 +51,105 @@ impl DeliveryError {
 /// Sends verification mail.
 pub trait Mailer: Send + Sync + 'static {
     fn send<'a>(&'a self, mail: MailRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// The link in verification mail, relative to `server.public_baseurl`.
+pub const EMAIL_SUBMIT_PATH: &str = "_matrix/client/unstable/threepid/email/submit_token";
+/// The `submit_url` of SMS sessions, relative to `server.public_baseurl`.
+pub const MSISDN_SUBMIT_PATH: &str = "_matrix/client/unstable/threepid/msisdn/submit_token";
+
+/// The link mailed to the user: the confirmation page, with everything it needs.
+pub fn email_link(
+    public_baseurl: &url::Url,
+    sid: &str,
+    client_secret: &str,
+    token: &str,
+) -> String {
+    let mut link = public_baseurl
+        .join(EMAIL_SUBMIT_PATH)
+        .expect("a fixed relative path joins onto a base URL");
+    link.query_pairs_mut()
+        .append_pair("token", token)
+        .append_pair("client_secret", client_secret)
+        .append_pair("sid", sid);
+    link.to_string()
+}
+
+/// Where SMS codes are submitted: `public_baseurl` + the msisdn submit path.
+pub fn submit_url(public_baseurl: &url::Url) -> String {
+    public_baseurl
+        .join(MSISDN_SUBMIT_PATH)
+        .expect("a fixed relative path joins onto a base URL")
+        .to_string()
+}
+
+/// One token to send, by whoever sends it: the request itself (memory store) or an outbox
+/// sender (Redis).
+pub struct Outgoing<'a> {
+    pub medium: Medium,
+    /// Canonical.
+    pub address: &'a str,
+    pub purpose: Purpose,
+    pub sid: &'a str,
+    /// Email only: the link carries it.
+    pub client_secret: &'a str,
+    pub token: &'a str,
+}
+
+/// Sends one token: a mail with the link (and the token), or an SMS with the code. Links
+/// start at `public_baseurl`.
+pub async fn deliver(
+    mailer: &dyn Mailer,
+    sms: &dyn sms::SmsSender,
+    public_baseurl: &url::Url,
+    message: &Outgoing<'_>,
+) -> Result<(), DeliveryError> {
+    match message.medium {
+        Medium::Email => {
+            let link = email_link(
+                public_baseurl,
+                message.sid,
+                message.client_secret,
+                message.token,
+            );
+            let mail = MailRequest {
+                to: message.address,
+                purpose: message.purpose,
+                link: &link,
+                token: message.token,
+            };
+            mailer.send(mail).await
+        }
+        Medium::Msisdn => {
+            let text = sms::SmsRequest {
+                msisdn: message.address,
+                token: message.token,
+            };
+            sms.send(text).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_carries_sid_secret_and_token() {
+        let base = url::Url::parse("https://matrix.example.org/").unwrap();
+        let link = email_link(&base, "S1", "c.s=1", "TOK");
+        assert_eq!(
+            link,
+            "https://matrix.example.org/_matrix/client/unstable/threepid/email/submit_token?token=TOK&client_secret=c.s%3D1&sid=S1"
+        );
+    }
+
+    #[test]
+    fn the_submit_url_follows_public_baseurl() {
+        let base = url::Url::parse("https://m.example.org/prefix/").unwrap();
+        assert_eq!(
+            submit_url(&base),
+            "https://m.example.org/prefix/_matrix/client/unstable/threepid/msisdn/submit_token"
+        );
+    }
 }

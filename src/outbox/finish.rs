@@ -5,11 +5,11 @@
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::session::redis::RedisStore;
+use super::Queue;
 
 /// The entries waiting for their XACK + XDEL, and whether a handler is deleting some now.
-pub(super) struct Finisher {
-    store: Arc<RedisStore>,
+pub(super) struct Finisher<Q> {
+    queue: Arc<Q>,
     state: Mutex<State>,
 }
 
@@ -19,10 +19,10 @@ struct State {
     flushing: bool,
 }
 
-impl Finisher {
-    pub(super) fn new(store: Arc<RedisStore>) -> Self {
+impl<Q: Queue> Finisher<Q> {
+    pub(super) fn new(queue: Arc<Q>) -> Self {
         Self {
-            store,
+            queue,
             state: Mutex::new(State::default()),
         }
     }
@@ -66,7 +66,7 @@ impl Finisher {
     /// XACK + XDEL, tried twice.
     async fn delete(&self, ids: &[String]) {
         for _ in 0..2 {
-            match self.store.outbox_finish(ids).await {
+            match self.queue.finish(ids).await {
                 Ok(()) => return,
                 Err(e) => tracing::debug!(error = %e, "outbox: could not delete entries"),
             }
@@ -80,9 +80,9 @@ impl Finisher {
 }
 
 /// Clears `flushing` when the handler doing the deletions is dropped before it is done.
-struct Flushing<'a>(Option<&'a Finisher>);
+struct Flushing<'a, Q: Queue>(Option<&'a Finisher<Q>>);
 
-impl Drop for Flushing<'_> {
+impl<Q: Queue> Drop for Flushing<'_, Q> {
     fn drop(&mut self) {
         if let Some(finisher) = self.0 {
             finisher.state().flushing = false;

@@ -39,13 +39,16 @@
 //! a new message waits up to 200 ms longer).
 
 mod finish;
+pub mod redis;
 mod sender;
 
+use std::future::Future;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::session::{Medium, Purpose};
+use crate::session::StoreError;
+use crate::threepid::{Medium, Purpose};
 use crate::token::TokenHash;
 use crate::validate::mask_address;
 
@@ -110,6 +113,78 @@ pub struct DeadLetter {
     pub error: String,
     pub attempts: u64,
     pub enqueued_ms: u64,
+}
+
+/// The queue operations the senders need: read new entries, claim due ones, check that an
+/// entry's session change committed, finish, retry later, dead-letter. [`redis::RedisQueue`]
+/// is the one implementation (the memory store has no outbox).
+pub trait Queue: Send + Sync + 'static {
+    /// Whether [`Queue::read`] blocks waiting for entries (else it polls).
+    fn blocks(&self) -> bool;
+
+    /// Creates what the queue needs (the consumer group), if missing.
+    fn create_group(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// New entries for `consumer`: up to `count`, waiting at most about a second for some.
+    fn read(
+        &self,
+        consumer: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// Entries of any consumer idle for at least `claim_timeout` (their sender died or got
+    /// stuck, or their retry is due), claimed for `consumer`: up to `count`, each to one
+    /// sender only.
+    fn claim_due(
+        &self,
+        consumer: &str,
+        claim_timeout: Duration,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// When the token of an entry stops being accepted (unix ms), or `None` when its session
+    /// does not hold it (the session change never committed, or the session is gone).
+    fn token_expiry(
+        &self,
+        sid: &str,
+        token: &TokenHash,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Whether an entry is still queued.
+    fn entry_exists(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Done with entries: they are gone, and their tokens with them.
+    fn finish(&self, ids: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes an entry that `consumer` holds come due for any sender in `due_in` (at most
+    /// `claim_timeout`); `held_for` is how long ago it was read or claimed (if another sender
+    /// claimed it since, nothing changes).
+    fn retry_in(
+        &self,
+        consumer: &str,
+        id: &str,
+        held_for: Duration,
+        due_in: Duration,
+        claim_timeout: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves an entry to the dead letters (the record holds no secret) and finishes it.
+    fn dead_letter(
+        &self,
+        record: &DeadLetter,
+        max_len: usize,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets the consumers other than `me` that hold nothing and have not read for
+    /// `idle`; returns how many.
+    fn forget_consumers(
+        &self,
+        me: &str,
+        idle: Duration,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// How many entries are queued, and when (unix ms) the oldest was.
+    fn stats(&self) -> impl Future<Output = Result<(u64, Option<u64>), StoreError>> + Send;
 }
 
 /// What to do after attempt `attempt` of a message failed.

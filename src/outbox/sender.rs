@@ -10,14 +10,15 @@ use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::Queue;
 use super::finish::Finisher;
 use super::{
     AfterFailure, DeadLetter, Delivery, Queued, after_failure, consumer_name, orphan_grace, scrub,
 };
 use crate::AppState;
-use crate::routes::request_token::{Outgoing, deliver};
-use crate::session::redis::{OutboxReader, RedisStore};
-use crate::session::{Medium, StoreError};
+use crate::delivery::Outgoing;
+use crate::session::StoreError;
+use crate::threepid::Medium;
 use crate::validate::mask_address;
 
 /// How often the outbox gauges are updated.
@@ -33,27 +34,27 @@ const COMMIT_WAITS_MS: [u64; 7] = [1, 4, 15, 50, 130, 300, 500];
 
 /// Starts the sender of this replica. It stops when `stop` turns true (or its sender is
 /// dropped), after finishing the messages in hand.
-pub fn spawn(
+pub fn spawn<Q: Queue>(
     state: Arc<AppState>,
-    store: Arc<RedisStore>,
-    reader: OutboxReader,
+    queue: Q,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let queue = Arc::new(queue);
     let sender = Sender {
         consumer: consumer_name(),
         state,
-        finisher: Finisher::new(store.clone()),
-        store,
+        finisher: Finisher::new(queue.clone()),
+        queue,
     };
-    tokio::spawn(Arc::new(sender).run(reader, stop))
+    tokio::spawn(Arc::new(sender).run(stop))
 }
 
-struct Sender {
+struct Sender<Q> {
     state: Arc<AppState>,
-    store: Arc<RedisStore>,
+    queue: Arc<Q>,
     consumer: String,
     /// Deletes handled entries, many in one round trip.
-    finisher: Finisher,
+    finisher: Finisher<Q>,
 }
 
 /// What the session says about a queued message.
@@ -84,7 +85,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-impl Sender {
+impl<Q: Queue> Sender<Q> {
     fn claim_timeout(&self) -> Duration {
         self.state.config.outbox.claim_timeout
     }
@@ -98,14 +99,14 @@ impl Sender {
 
     /// Claims due messages and reads new ones while fewer than `outbox.concurrency` are in
     /// hand, each handled by a task of its own; on stop, finishes those in hand.
-    async fn run(self: Arc<Self>, mut reader: OutboxReader, mut stop: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let claim_every =
             (self.claim_timeout() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let slots = Arc::new(Semaphore::new(self.state.config.outbox.concurrency));
         let mut in_hand = JoinSet::new();
         tracing::info!(
             consumer = %self.consumer,
-            blocking_reads = reader.blocks(),
+            blocking_reads = self.queue.blocks(),
             "outbox sender started"
         );
         let mut group_ready = false;
@@ -121,7 +122,7 @@ impl Sender {
                 continue;
             }
             if !group_ready {
-                if let Err(e) = self.store.outbox_create_group().await {
+                if let Err(e) = self.queue.create_group().await {
                     self.note_error(&mut failing, &e);
                     pause(&mut stop, ERROR_PAUSE).await;
                     continue;
@@ -139,8 +140,8 @@ impl Sender {
             if last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
                 last_claim = Some(Instant::now());
                 let claimed = self
-                    .store
-                    .outbox_claim_due(
+                    .queue
+                    .claim_due(
                         &self.consumer,
                         self.claim_timeout(),
                         slots.available_permits(),
@@ -160,8 +161,8 @@ impl Sender {
                 }
             }
             let read = self
-                .store
-                .outbox_read(&mut reader, &self.consumer, slots.available_permits())
+                .queue
+                .read(&self.consumer, slots.available_permits())
                 .await;
             match read {
                 Ok(read) => {
@@ -199,8 +200,8 @@ impl Sender {
         let expiries = join_all(batch.iter().map(|delivery| async move {
             match delivery {
                 Delivery::Message(m) => self
-                    .store
-                    .outbox_token_expiry(&m.sid, &m.token_hash)
+                    .queue
+                    .token_expiry(&m.sid, &m.token_hash)
                     .await
                     .ok()
                     .flatten(),
@@ -234,8 +235,8 @@ impl Sender {
 
     async fn forget_gone_consumers(&self) {
         match self
-            .store
-            .outbox_forget_consumers(&self.consumer, FORGET_AFTER)
+            .queue
+            .forget_consumers(&self.consumer, FORGET_AFTER)
             .await
         {
             Ok(0) => {}
@@ -245,7 +246,7 @@ impl Sender {
     }
 
     async fn update_gauges(&self) {
-        match self.store.outbox_stats().await {
+        match self.queue.stats().await {
             Ok((len, oldest)) => {
                 let age_ms = oldest.map_or(0, |t| now_ms().saturating_sub(t));
                 self.state.metrics.set_outbox(len, age_ms as f64 / 1000.0);
@@ -325,7 +326,7 @@ impl Sender {
             client_secret: m.client_secret.expose_secret(),
             token: m.token.expose_secret(),
         };
-        match deliver(&self.state, &outgoing).await {
+        match self.state.deliver(&outgoing).await {
             Ok(()) => {
                 self.state.metrics.message(medium, "sent");
                 tracing::info!(%to, %medium, attempt = m.attempt, "outbox: token sent");
@@ -366,15 +367,11 @@ impl Sender {
         let grace = orphan_grace(self.state.config.store.command_timeout);
         let mut waits = COMMIT_WAITS_MS.iter();
         loop {
-            if let Some(token_expires_ms) = self
-                .store
-                .outbox_token_expiry(&m.sid, &m.token_hash)
-                .await?
-            {
+            if let Some(token_expires_ms) = self.queue.token_expiry(&m.sid, &m.token_hash).await? {
                 return Ok(Committed::Yes { token_expires_ms });
             }
             let age = Duration::from_millis(now_ms().saturating_sub(m.enqueued_ms));
-            if age >= grace || !self.store.outbox_entry_exists(&m.id).await? {
+            if age >= grace || !self.queue.entry_exists(&m.id).await? {
                 // Too old to be waiting for its request, or deleted by it: never committed.
                 return Ok(Committed::Orphan);
             }
@@ -387,8 +384,8 @@ impl Sender {
 
     async fn retry_in(&self, m: &Queued, taken: Instant, wait: Duration) {
         let set = self
-            .store
-            .outbox_retry_in(
+            .queue
+            .retry_in(
                 &self.consumer,
                 &m.id,
                 taken.elapsed(),
@@ -418,7 +415,7 @@ impl Sender {
 
     async fn dead_letter(&self, record: DeadLetter, medium: &'static str) {
         let max_len = self.state.config.outbox.dead_letter_max;
-        match self.store.outbox_dead_letter(&record, max_len).await {
+        match self.queue.dead_letter(&record, max_len).await {
             Ok(()) => {
                 self.state.metrics.message(medium, "dead_lettered");
                 tracing::warn!(

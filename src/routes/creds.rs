@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::matrix::{self, Body, MatrixError, full};
 use crate::proxy::{self, ConnInfo};
 use crate::routes::Completion;
-use crate::session::Purpose;
+use crate::threepid::Purpose;
 use crate::token::{self, SecretHash};
 
 /// A `(sid, client_secret)` pair found in a body.

@@ -10,7 +10,7 @@ use crate::config::Mode;
 use crate::matrix::{self, Body, MatrixError, json_response};
 use crate::proxy::ConnInfo;
 use crate::routes::{request_token, submit_token};
-use crate::session::Medium;
+use crate::threepid::Medium;
 use crate::token::SecretHash;
 
 /// What the identity listener serves, from the path alone.

@@ -21,7 +21,7 @@ use crate::matrix::{Body, MatrixError};
 use crate::metrics::RouteClass;
 use crate::proxy::{self, ConnInfo};
 use crate::ratelimit::{LimitKey, RateDecision};
-use crate::session::{Medium, Purpose};
+use crate::threepid::{Medium, Purpose};
 
 /// What the sidecar does with a client request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,41 +14,15 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::config::{IdServerParam, Mode, RateLimit};
-use crate::delivery::sms::SmsRequest;
-use crate::delivery::{DeliveryError, MailRequest};
+use crate::delivery::{Outgoing, submit_url};
 use crate::matrix::{self, Body, MatrixError, full, json_response};
 use crate::proxy::{self, ConnInfo};
 use crate::ratelimit::LimitKey;
 use crate::routes::check_rate_limit;
-use crate::routes::submit_token::{EMAIL_SUBMIT_PATH, MSISDN_SUBMIT_PATH};
-use crate::session::{LimitedSend, Medium, OutboxMessage, Purpose, SendDecision, SendRequest};
+use crate::session::{LimitedSend, OutboxMessage, SendDecision, SendRequest};
+use crate::threepid::{Medium, Purpose};
 use crate::token::{self, SecretHash, TokenHash};
 use crate::validate::{self, TokenRequest};
-
-/// The link mailed to the user: the confirmation page, with everything it needs.
-pub fn email_link(
-    public_baseurl: &url::Url,
-    sid: &str,
-    client_secret: &str,
-    token: &str,
-) -> String {
-    let mut link = public_baseurl
-        .join(EMAIL_SUBMIT_PATH)
-        .expect("a fixed relative path joins onto a base URL");
-    link.query_pairs_mut()
-        .append_pair("token", token)
-        .append_pair("client_secret", client_secret)
-        .append_pair("sid", sid);
-    link.to_string()
-}
-
-/// Where SMS codes are submitted: `public_baseurl` + the msisdn submit path.
-pub fn submit_url(public_baseurl: &url::Url) -> String {
-    public_baseurl
-        .join(MSISDN_SUBMIT_PATH)
-        .expect("a fixed relative path joins onto a base URL")
-        .to_string()
-}
 
 /// The body a legacy homeserver's requestToken accepts: only the keys it knows (an extra
 /// key such as `id_access_token` makes Synapse 1.3.1 answer 500), `id_server` set.
@@ -412,7 +386,7 @@ async fn issue_limited(
                 client_secret: &req.client_secret,
                 token: token.expose_secret(),
             };
-            if let Err(e) = deliver(state, &outgoing).await {
+            if let Err(e) = state.deliver(&outgoing).await {
                 state.metrics.message(req.medium.as_str(), "failed");
                 tracing::warn!(to = %masked, error = %e, "requestToken: could not send");
                 if let Err(undo) = state.store.undo_send(&decision, &token_hash).await {
@@ -430,60 +404,9 @@ async fn issue_limited(
     }
 }
 
-/// One token to send, by whoever sends it: the request itself (memory store) or an outbox
-/// sender (Redis).
-pub struct Outgoing<'a> {
-    pub medium: Medium,
-    /// Canonical.
-    pub address: &'a str,
-    pub purpose: Purpose,
-    pub sid: &'a str,
-    /// Email only: the link carries it.
-    pub client_secret: &'a str,
-    pub token: &'a str,
-}
-
-/// Sends one token: a mail with the link (and the token), or an SMS with the code.
-pub async fn deliver(state: &AppState, message: &Outgoing<'_>) -> Result<(), DeliveryError> {
-    match message.medium {
-        Medium::Email => {
-            let link = email_link(
-                &state.config.server.public_baseurl,
-                message.sid,
-                message.client_secret,
-                message.token,
-            );
-            let mail = MailRequest {
-                to: message.address,
-                purpose: message.purpose,
-                link: &link,
-                token: message.token,
-            };
-            state.mailer.send(mail).await
-        }
-        Medium::Msisdn => {
-            let sms = SmsRequest {
-                msisdn: message.address,
-                token: message.token,
-            };
-            state.sms.send(sms).await
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_link_carries_sid_secret_and_token() {
-        let base = url::Url::parse("https://matrix.example.org/").unwrap();
-        let link = email_link(&base, "S1", "c.s=1", "TOK");
-        assert_eq!(
-            link,
-            "https://matrix.example.org/_matrix/client/unstable/threepid/email/submit_token?token=TOK&client_secret=c.s%3D1&sid=S1"
-        );
-    }
 
     #[test]
     fn the_legacy_body_keeps_only_what_a_legacy_homeserver_knows() {
@@ -503,15 +426,6 @@ mod tests {
         assert_eq!(
             Value::Object(out),
             json!({"client_secret": "cs", "country": "GB", "phone_number": "07700900123", "send_attempt": 1, "id_server": "sidecar:8090"})
-        );
-    }
-
-    #[test]
-    fn the_submit_url_follows_public_baseurl() {
-        let base = url::Url::parse("https://m.example.org/prefix/").unwrap();
-        assert_eq!(
-            submit_url(&base),
-            "https://m.example.org/prefix/_matrix/client/unstable/threepid/msisdn/submit_token"
         );
     }
 }

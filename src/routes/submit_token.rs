@@ -16,11 +16,6 @@ use crate::templates::Page;
 use crate::token::SecretHash;
 use crate::validate;
 
-/// The link in verification mail, relative to `server.public_baseurl`.
-pub const EMAIL_SUBMIT_PATH: &str = "_matrix/client/unstable/threepid/email/submit_token";
-/// The `submit_url` of SMS sessions, relative to `server.public_baseurl`.
-pub const MSISDN_SUBMIT_PATH: &str = "_matrix/client/unstable/threepid/msisdn/submit_token";
-
 /// A validated submission: the session, and where to send the browser next.
 struct Validated {
     sid: String,

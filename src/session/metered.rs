@@ -8,12 +8,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    LimitedSend, Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, SessionStore,
-    StoreError, SubmitOutcome,
+    LimitedSend, OutboxMessage, SendDecision, SendRequest, Session, SessionStore, StoreError,
+    SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
 use crate::ratelimit::{LimitKey, RateDecision};
+use crate::threepid::{Medium, Purpose};
 use crate::token::{SecretHash, TokenHash};
 
 /// Wraps a store; every call is observed under its operation name.

@@ -13,7 +13,6 @@ pub mod memory;
 pub mod metered;
 pub mod redis;
 
-use std::fmt;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -22,64 +21,8 @@ use secrecy::SecretString;
 
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
+use crate::threepid::{Medium, Purpose};
 use crate::token::{SecretHash, TokenHash};
-
-/// The kind of third-party identifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Medium {
-    Email,
-    Msisdn,
-}
-
-impl Medium {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Medium::Email => "email",
-            Medium::Msisdn => "msisdn",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "email" => Some(Medium::Email),
-            "msisdn" => Some(Medium::Msisdn),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Medium {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why the address is being verified: decides which message is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Purpose {
-    Registration,
-    PasswordReset,
-    AddThreepid,
-}
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Registration => "registration",
-            Purpose::PasswordReset => "password_reset",
-            Purpose::AddThreepid => "add_threepid",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "registration" => Some(Purpose::Registration),
-            "password_reset" => Some(Purpose::PasswordReset),
-            "add_threepid" => Some(Purpose::AddThreepid),
-            _ => None,
-        }
-    }
-}
 
 /// Lifetimes and limits every backend enforces the same way.
 #[derive(Debug, Clone)]
@@ -201,6 +144,17 @@ pub enum StoreError {
     Timeout,
     #[error("session store returned unexpected data: {0}")]
     Corrupt(String),
+}
+
+impl From<crate::redis_link::LinkError> for StoreError {
+    fn from(e: crate::redis_link::LinkError) -> Self {
+        use crate::redis_link::LinkError;
+        match e {
+            LinkError::Unavailable(why) => StoreError::Unavailable(why),
+            LinkError::Timeout => StoreError::Timeout,
+            LinkError::Corrupt(why) => StoreError::Corrupt(why),
+        }
+    }
 }
 
 /// Where sessions live. Every method is atomic with respect to the others, across all

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
 
-use crate::session::Purpose;
+use crate::threepid::Purpose;
 
 /// Every template, by the file name that overrides it.
 const BUILTINS: &[(&str, &str)] = &[

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use threepid_sidecar::config::Config;
 use threepid_sidecar::delivery::email::EmailSender;
 use threepid_sidecar::delivery::{DeliveryError, MailRequest, Mailer};
-use threepid_sidecar::session::Purpose;
 use threepid_sidecar::templates::Templates;
+use threepid_sidecar::threepid::Purpose;
 
 use crate::common::smtp::SmtpServer;
 

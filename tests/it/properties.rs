@@ -503,7 +503,7 @@ fn a_phone_number_with_an_extension_is_refused() {
         "phone_number": "12 12 34 5~6", "send_attempt": 1
     });
     let refused = validate::token_request(
-        threepid_sidecar::session::Medium::Msisdn,
+        threepid_sidecar::threepid::Medium::Msisdn,
         body.as_object().unwrap(),
         None,
     );

@@ -4,7 +4,7 @@ use lettre::transport::stub::AsyncStubTransport;
 
 use super::*;
 use crate::config::Config;
-use crate::session::Purpose;
+use crate::threepid::Purpose;
 
 /// Held by every test that sends. tracing caches each callsite's interest globally: a
 /// log callsite first hit on another thread while the log test installs its subscriber

@@ -22,11 +22,12 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    Medium, OutboxMessage, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest, Session,
-    SessionStore, StoreError, StoreSettings, SubmitOutcome,
+    OutboxMessage, PURPOSE_NOTE_TTL, SendDecision, SendRequest, Session, SessionStore, StoreError,
+    StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
+use crate::threepid::{Medium, Purpose};
 use crate::token::{self, SecretHash, TokenHash};
 use rate_limits::RateTable;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::session::Purpose;
+use crate::threepid::Purpose;
 
 const HOUR: u64 = 3_600_000;
 

@@ -27,11 +27,8 @@
 //! knows the [`Topology`] (with [`sentinel`] and [`cluster`]); [`sessions`], [`rate_limit`]
 //! and [`outbox`] the operations.
 
-mod cluster;
-mod connection;
-mod outbox;
+mod queue;
 mod rate_limit;
-mod sentinel;
 mod sessions;
 
 use std::fmt;
@@ -41,45 +38,17 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use redis::Script;
-use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::{
-    LimitedSend, Medium, OutboxMessage, PURPOSE_NOTE_TTL, Purpose, SendDecision, SendRequest,
-    Session, SessionStore, StoreError, StoreSettings, SubmitOutcome,
+    LimitedSend, OutboxMessage, PURPOSE_NOTE_TTL, SendDecision, SendRequest, Session, SessionStore,
+    StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
+use crate::redis_link::{Connection, Topology, bound_all};
+use crate::threepid::{Medium, Purpose};
 use crate::token::{SecretHash, TokenHash};
-use connection::{Connection, bound_all};
-pub use outbox::OutboxReader;
-
-/// Where the store's Redis is and how it is laid out.
-#[derive(Debug, Clone)]
-pub enum Topology {
-    /// One server (or one address a managed service fails over behind): `redis://` or
-    /// `rediss://` (TLS, the certificate checked against the system's root certificates, or
-    /// only those of the PEM bundle `SSL_CERT_FILE` names, for a private CA).
-    Single { url: String },
-    /// A master found through Redis Sentinel, and found again after a failover.
-    Sentinel(SentinelSettings),
-    /// Redis Cluster: the nodes to discover it from, `redis://` or `rediss://` URLs (the
-    /// first one's credentials are used for every node).
-    Cluster { nodes: Vec<String> },
-}
-
-/// How to reach a master through Redis Sentinel.
-#[derive(Debug, Clone)]
-pub struct SentinelSettings {
-    /// The name the sentinels monitor the master under.
-    pub master_name: String,
-    /// Host and port of each sentinel; asked in turn.
-    pub sentinels: Vec<(String, u16)>,
-    /// The master's (and replicas') password.
-    pub password: Option<SecretString>,
-    /// The sentinels' own password (`requirepass` in sentinel.conf), if they have one.
-    pub sentinel_password: Option<SecretString>,
-}
 
 /// The scripts, each loaded once (by SHA) per connection and re-sent when Redis forgot it.
 struct Scripts {
@@ -177,7 +146,18 @@ impl RedisStore {
         })
     }
 
-    fn session_key(&self, sid: &str) -> String {
+    /// The connection every operation of this store runs on (the outbox's queue too).
+    pub(crate) fn link(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// What bounds each operation.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// `{prefix}session:{<sid>}`.
+    pub fn session_key(&self, sid: &str) -> String {
         format!("{}session:{{{sid}}}", self.settings.key_prefix)
     }
 
@@ -303,7 +283,7 @@ impl SessionStore for RedisStore {
                 .arg(ttl)
                 .ignore();
             let pipe = &pipe;
-            let (_, ()): (connection::Conn, ()) = self
+            let (_, ()): (crate::redis_link::Conn, ()) = self
                 .connection
                 .first_call(move |mut c| async move { pipe.query_async(&mut c).await })
                 .await?;
@@ -323,7 +303,7 @@ impl SessionStore for RedisStore {
             let mut cmd = redis::cmd("LPOP");
             cmd.arg(self.purpose_key(medium, address, client_secret));
             let cmd = &cmd;
-            let (_, noted): (connection::Conn, Option<String>) = self
+            let (_, noted): (crate::redis_link::Conn, Option<String>) = self
                 .connection
                 .first_call(move |mut c| async move { cmd.query_async(&mut c).await })
                 .await?;
@@ -345,7 +325,7 @@ impl SessionStore for RedisStore {
                 .key(format!("{}address-key", self.settings.key_prefix));
             script.arg(AddressKey::random().to_hex());
             let script = &script;
-            let (_, hex): (connection::Conn, String) = self
+            let (_, hex): (crate::redis_link::Conn, String) = self
                 .connection
                 .first_call(move |mut c| async move { script.invoke_async(&mut c).await })
                 .await?;
@@ -359,7 +339,7 @@ impl SessionStore for RedisStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let op = async move {
             let ping = &redis::cmd("PING");
-            let (_, pong): (connection::Conn, String) = self
+            let (_, pong): (crate::redis_link::Conn, String) = self
                 .connection
                 .first_call(move |mut c| async move { ping.query_async(&mut c).await })
                 .await?;
@@ -378,7 +358,7 @@ mod tests {
     use std::net::{IpAddr, Ipv6Addr};
 
     use super::*;
-    use crate::session::Medium;
+    use crate::threepid::Medium;
 
     fn settings() -> StoreSettings {
         StoreSettings {
@@ -438,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_topology_with_no_node_or_a_malformed_one_is_refused() {
-        let sentinel = SentinelSettings {
+        let sentinel = crate::config::SentinelSettings {
             master_name: "m".into(),
             sentinels: Vec::new(),
             password: None,

@@ -2,9 +2,9 @@
 //! `rate_limit.lua` so that the check and the update are one atomic step on every replica.
 
 use super::RedisStore;
-use super::connection::Conn;
 use crate::config::RateLimit;
 use crate::ratelimit::{LimitKey, RateDecision, burst_tolerance_ms, emission_interval_ms};
+use crate::redis_link::Conn;
 use crate::session::StoreError;
 
 impl RedisStore {

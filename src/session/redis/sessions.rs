@@ -9,13 +9,13 @@ use redis::{ErrorKind, ScriptInvocation, ServerErrorKind};
 use secrecy::ExposeSecret;
 
 use super::RedisStore;
-use super::connection::Conn;
 use crate::config::RateLimit;
 use crate::ratelimit::{LimitKey, RateDecision, burst_tolerance_ms, emission_interval_ms};
+use crate::redis_link::Conn;
 use crate::session::{
-    LimitedSend, Medium, OutboxMessage, Purpose, SendDecision, SendRequest, Session, StoreError,
-    SubmitOutcome,
+    LimitedSend, OutboxMessage, SendDecision, SendRequest, Session, StoreError, SubmitOutcome,
 };
+use crate::threepid::{Medium, Purpose};
 use crate::token::{self, SecretHash, TokenHash};
 
 impl RedisStore {
@@ -26,6 +26,7 @@ impl RedisStore {
         self.connection
             .first_call(move |mut c| async move { cmd.query_async(&mut c).await })
             .await
+            .map_err(Into::into)
     }
 
     pub(super) async fn begin_send_inner(
@@ -178,6 +179,7 @@ impl RedisStore {
         self.connection
             .first_call(move |mut c| async move { step1.invoke_async(&mut c).await })
             .await
+            .map_err(Into::into)
     }
 
     /// The arguments of the `send_attempt` rule (`send_rule.lua`), in its order.

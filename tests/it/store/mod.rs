@@ -22,11 +22,14 @@ mod suite;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use threepid_sidecar::config::SentinelSettings;
+use threepid_sidecar::redis_link::Topology;
 use threepid_sidecar::session::memory::MemoryStore;
-use threepid_sidecar::session::redis::{RedisStore, SentinelSettings, Topology};
+use threepid_sidecar::session::redis::RedisStore;
 use threepid_sidecar::session::{
-    Medium, Purpose, SendDecision, SendRequest, SessionStore, StoreSettings, SubmitOutcome,
+    SendDecision, SendRequest, SessionStore, StoreSettings, SubmitOutcome,
 };
+use threepid_sidecar::threepid::{Medium, Purpose};
 use threepid_sidecar::token::{SecretHash, TokenHash};
 
 use crate::common::redis::RedisServer;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use threepid_sidecar::config::RateLimit;
 use threepid_sidecar::ratelimit::{AddressHash, AddressKey, LimitKey, RateDecision};
-use threepid_sidecar::session::{Medium, SessionStore};
+use threepid_sidecar::session::SessionStore;
+use threepid_sidecar::threepid::Medium;
 
 use super::{NOW, PREFIX, RedisServer, query, raw, redis_store};
 

@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use threepid_sidecar::config::RateLimit;
+use threepid_sidecar::config::SentinelSettings;
 use threepid_sidecar::ratelimit::{LimitKey, RateDecision};
-use threepid_sidecar::session::redis::{RedisStore, SentinelSettings, Topology};
-use threepid_sidecar::session::{Medium, SessionStore, SubmitOutcome};
+use threepid_sidecar::redis_link::Topology;
+use threepid_sidecar::session::redis::RedisStore;
+use threepid_sidecar::session::{SessionStore, SubmitOutcome};
+use threepid_sidecar::threepid::Medium;
 
 use super::{
     MASTER_NAME, NOW, PREFIX, RedisSentinel, TOPOLOGY_COMMAND_TIMEOUT, request, send,

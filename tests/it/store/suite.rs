@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use threepid_sidecar::session::{Medium, Purpose, SendDecision, SessionStore, SubmitOutcome};
+use threepid_sidecar::session::{SendDecision, SessionStore, SubmitOutcome};
+use threepid_sidecar::threepid::{Medium, Purpose};
 use threepid_sidecar::token::{SecretHash, TokenHash};
 
 use super::{MAX_ATTEMPTS, NOW, request, secret, send, sid_of, submit};

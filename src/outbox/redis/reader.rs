@@ -8,8 +8,8 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
 use super::READ_BLOCK;
+use crate::redis_link::store_error;
 use crate::session::StoreError;
-use crate::session::redis::connection::store_error;
 
 /// What the blocking read of one sender uses: a connection of its own when there is one.
 pub struct OutboxReader {

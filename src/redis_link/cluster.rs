@@ -10,8 +10,8 @@ use redis::RedisError;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use super::connection::{Conn, Handle, is_stuck, lock, store_error};
-use crate::session::StoreError;
+use super::LinkError;
+use super::handle::{Conn, Handle, is_stuck, lock, store_error};
 
 pub(super) struct Cluster {
     client: ClusterClient,
@@ -24,7 +24,7 @@ pub(super) struct Cluster {
 
 impl Cluster {
     /// Checks the node URLs; connects to nothing yet.
-    pub(super) fn new(nodes: &[String], command_timeout: Duration) -> Result<Self, StoreError> {
+    pub(super) fn new(nodes: &[String], command_timeout: Duration) -> Result<Self, LinkError> {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         // Redirections and reconnections are retried inside the command timeout, which
         // bounds the whole operation anyway.
@@ -35,7 +35,7 @@ impl Cluster {
             .min_retry_wait(10)
             .max_retry_wait(millis(command_timeout / 4).max(10))
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis cluster nodes: {e}")))?;
+            .map_err(|e| LinkError::Unavailable(format!("invalid redis cluster nodes: {e}")))?;
         Ok(Self {
             client,
             current: Mutex::new((0, None)),
@@ -52,7 +52,7 @@ impl Cluster {
     }
 
     /// The connection, connecting first if there is none.
-    pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
+    pub(super) async fn conn(&self) -> Result<Conn, LinkError> {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }

@@ -8,7 +8,8 @@ use redis::Value;
 use secrecy::SecretString;
 
 use crate::outbox::{Delivery, Queued};
-use crate::session::{Medium, Purpose, StoreError};
+use crate::session::StoreError;
+use crate::threepid::{Medium, Purpose};
 use crate::token::TokenHash;
 
 /// A stream entry as read: its ID and fields (none when it was deleted meanwhile).

@@ -26,9 +26,9 @@ use redis::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::AbortHandle;
 
-use super::SentinelSettings;
-use super::connection::{Conn, Handle, is_read_only, is_stuck, lock, manager_config, store_error};
-use crate::session::StoreError;
+use super::LinkError;
+use super::handle::{Conn, Handle, is_read_only, is_stuck, lock, manager_config, store_error};
+use crate::config::SentinelSettings;
 
 /// The channel on which sentinels announce a new master: `<name> <old ip> <old port> <new ip>
 /// <new port>`.
@@ -91,9 +91,9 @@ impl Sentinel {
     pub(super) fn new(
         settings: &SentinelSettings,
         command_timeout: Duration,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, LinkError> {
         if settings.sentinels.is_empty() {
-            return Err(StoreError::Unavailable("no sentinels configured".into()));
+            return Err(LinkError::Unavailable("no sentinels configured".into()));
         }
         let sentinels = settings
             .sentinels
@@ -102,7 +102,7 @@ impl Sentinel {
                 let client = client(host, *port, settings.sentinel_password.as_ref())?;
                 Ok((client, format!("{host}:{port}")))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Vec<_>, LinkError>>()?;
         let shared = Arc::new(Shared {
             master_name: settings.master_name.clone(),
             sentinels,
@@ -126,7 +126,7 @@ impl Sentinel {
     }
 
     /// A handle on the master, asking the sentinels first if there is reason to.
-    pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
+    pub(super) async fn conn(&self) -> Result<Conn, LinkError> {
         if let Some(conn) = self.shared.fresh() {
             return Ok(conn);
         }
@@ -168,7 +168,7 @@ impl Shared {
     }
 
     /// Asks the sentinels for the master, checks that it is one, and uses it.
-    async fn resolve(&self) -> Result<Conn, StoreError> {
+    async fn resolve(&self) -> Result<Conn, LinkError> {
         let marks = lock(&self.state).marks;
         let (addr, answered) = self.ask_sentinels().await?;
         let (generation, manager) = {
@@ -185,11 +185,11 @@ impl Shared {
             .map_err(store_error)?;
         let role = match role.first() {
             Some(Value::BulkString(role)) => String::from_utf8_lossy(role).into_owned(),
-            _ => return Err(StoreError::Corrupt(format!("ROLE answered {role:?}"))),
+            _ => return Err(LinkError::Corrupt(format!("ROLE answered {role:?}"))),
         };
         let (host, port) = &addr;
         if role != "master" {
-            return Err(StoreError::Unavailable(format!(
+            return Err(LinkError::Unavailable(format!(
                 "the sentinels name {host}:{port} master of {:?}, but it is a {role}",
                 self.master_name
             )));
@@ -218,7 +218,7 @@ impl Shared {
 
     /// The master's address from the first sentinel that knows it, starting with the one
     /// that answered last; and which one answered.
-    async fn ask_sentinels(&self) -> Result<((String, u16), usize), StoreError> {
+    async fn ask_sentinels(&self) -> Result<((String, u16), usize), LinkError> {
         let count = self.sentinels.len();
         let first = lock(&self.state).preferred;
         let mut why = Vec::new();
@@ -230,7 +230,7 @@ impl Shared {
                 Err(e) => why.push(format!("{sentinel}: {e}")),
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(LinkError::Unavailable(format!(
             "no sentinel named the master of {:?} ({})",
             self.master_name,
             why.join("; ")
@@ -254,10 +254,10 @@ impl Shared {
             .await
     }
 
-    fn manager(&self, (host, port): &(String, u16)) -> Result<ConnectionManager, StoreError> {
+    fn manager(&self, (host, port): &(String, u16)) -> Result<ConnectionManager, LinkError> {
         let client = client(host, *port, self.password.as_ref())?;
         ConnectionManager::new_lazy_with_config(client, self.config.clone())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| LinkError::Unavailable(e.to_string()))
     }
 
     /// Sentinel `at` said the master changed, or it may have while nobody listened. That
@@ -273,7 +273,7 @@ fn client(
     host: &str,
     port: u16,
     password: Option<&SecretString>,
-) -> Result<redis::Client, StoreError> {
+) -> Result<redis::Client, LinkError> {
     let mut redis = RedisConnectionInfo::default();
     if let Some(password) = password {
         redis = redis.set_password(password.expose_secret());
@@ -282,7 +282,7 @@ fn client(
         .into_connection_info()
         .map(|info| info.set_redis_settings(redis))
         .and_then(redis::Client::open)
-        .map_err(|e| StoreError::Unavailable(format!("redis {host}:{port}: {e}")))
+        .map_err(|e| LinkError::Unavailable(format!("redis {host}:{port}: {e}")))
 }
 
 /// Listens for `+switch-master` on one sentinel at a time, until the store is dropped.

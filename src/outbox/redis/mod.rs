@@ -1,6 +1,7 @@
-//! The outbox of the Redis backend (DESIGN §7): the stream that accepted requestTokens write
-//! their message to, and the commands the senders ([`crate::outbox`]) read, claim, finish
-//! and dead-letter entries with. The sending rules live there; the layout lives here:
+//! The outbox on Redis (DESIGN §7): [`RedisQueue`], the [`Queue`] the senders work with, on
+//! the stream that accepted requestTokens write their message to (see
+//! `session::redis::queue`). The sending rules live in [`crate::outbox`]; the layout lives
+//! here:
 //!
 //! - `{prefix}outbox` → a stream, read through the consumer group [`GROUP`]. Entry fields:
 //!   `sid`, `medium`, `address`, `purpose`, `token` (the raw token: the one place it is ever
@@ -13,14 +14,15 @@
 //!   never the token or the client secret; trimmed to about `outbox.dead_letter_max` entries.
 //!
 //! Neither key shares a slot with the sessions, so no script touches both: an entry is sent
-//! only if its session holds `t:<hash>` (see `begin_send_queued_inner` in [`super::sessions`]).
+//! only if its session holds `t:<hash>` (see `begin_send_queued_inner` in
+//! `session::redis::sessions`).
 //!
 //! A pending entry's idle time is its retry clock, so retries keep no state outside Redis:
-//! any sender claims entries idle for `claim_timeout` ([`RedisStore::outbox_claim_due`]); a
-//! sender that just took an entry holds it (idle near 0) while it sends; a failed send sets
-//! the idle time so that the entry comes due after its backoff
-//! ([`RedisStore::outbox_retry_in`]). The blocking read needs a connection of its own
-//! ([`OutboxReader`]): it would stall every command queued behind it on the shared one.
+//! any sender claims entries idle for `claim_timeout` ([`Queue::claim_due`]); a sender that
+//! just took an entry holds it (idle near 0) while it sends; a failed send sets the idle time
+//! so that the entry comes due after its backoff ([`Queue::retry_in`]). The blocking read
+//! needs a connection of its own ([`OutboxReader`]): it would stall every command queued
+//! behind it on the shared one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,13 +30,15 @@ use std::time::Duration;
 mod reader;
 mod reply;
 
-use redis::Value;
-use secrecy::ExposeSecret;
+use std::sync::Arc;
 
-use super::RedisStore;
-use super::connection::{Conn, bound_all, store_error};
-use crate::outbox::{DeadLetter, Delivery};
-use crate::session::{OutboxMessage, SendRequest, StoreError};
+use redis::Value;
+
+use super::{DeadLetter, Delivery, Queue};
+use crate::redis_link::Connection;
+use crate::redis_link::{LinkError, bound_all, store_error};
+use crate::session::StoreError;
+use crate::session::redis::RedisStore;
 use crate::token::TokenHash;
 pub use reader::OutboxReader;
 use reply::{array, consumers, corrupt, entries, id_time, int, stream_entries, text};
@@ -46,91 +50,57 @@ pub const GROUP: &str = "senders";
 /// entries, updates the gauges, looks at the stop signal).
 pub const READ_BLOCK: Duration = Duration::from_secs(1);
 
-impl RedisStore {
-    /// `{prefix}outbox`.
-    pub fn outbox_key(&self) -> String {
-        format!("{}outbox", self.settings.key_prefix)
-    }
+/// The outbox stream of a Redis store, read through `reader`.
+pub struct RedisQueue {
+    store: Arc<RedisStore>,
+    reader: tokio::sync::Mutex<OutboxReader>,
+    blocks: bool,
+}
 
-    /// `{prefix}outbox-dead`.
-    pub fn dead_letter_key(&self) -> String {
-        format!("{}outbox-dead", self.settings.key_prefix)
-    }
-
-    /// Step (b) of `begin_send_queued`: XADD the message. Never retried (a second entry
-    /// would be a second message); returns the entry ID.
-    pub(super) async fn enqueue(
-        &self,
-        conn: &mut Conn,
-        sid: &str,
-        req: &SendRequest,
-        message: &OutboxMessage,
-    ) -> Result<String, StoreError> {
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(self.outbox_key())
-            .arg("*")
-            .arg("sid")
-            .arg(sid)
-            .arg("medium")
-            .arg(req.medium.as_str())
-            .arg("address")
-            .arg(&req.address)
-            .arg("purpose")
-            .arg(req.purpose.as_str())
-            .arg("token")
-            .arg(message.token.expose_secret())
-            .arg("hash")
-            .arg(req.token.to_hex())
-            .arg("secret")
-            .arg(message.client_secret.expose_secret());
-        self.connection
-            .call(conn.generation, xadd.query_async(&mut conn.manager))
-            .await
-    }
-
-    /// Deletes an entry whose session change did not happen. Best effort: a sender drops
-    /// such an entry anyway.
-    pub(super) async fn unqueue(&self, conn: &mut Conn, id: &str) {
-        let mut xdel = redis::cmd("XDEL");
-        xdel.arg(self.outbox_key()).arg(id);
-        let deleted: Result<i64, _> = self
-            .connection
-            .call(conn.generation, xdel.query_async(&mut conn.manager))
-            .await;
-        if let Err(e) = deleted {
-            tracing::debug!(error = %e, "outbox: could not delete an entry not to send");
+impl RedisQueue {
+    pub fn new(store: Arc<RedisStore>, reader: OutboxReader) -> Self {
+        Self {
+            store,
+            blocks: reader.blocks(),
+            reader: tokio::sync::Mutex::new(reader),
         }
+    }
+
+    fn link(&self) -> &Connection {
+        self.store.link()
+    }
+}
+
+impl Queue for RedisQueue {
+    fn blocks(&self) -> bool {
+        self.blocks
     }
 
     /// Creates the consumer group (and the stream) if missing. The group starts at the
     /// stream's beginning, not at `$`: entries a request added before the group existed (a
     /// Redis that restarted empty) are delivered too, and the stream holds nothing already
     /// sent.
-    pub async fn outbox_create_group(&self) -> Result<(), StoreError> {
+    async fn create_group(&self) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
-            .arg(self.outbox_key())
+            .arg(self.store.outbox_key())
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM");
         let cmd = &cmd;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { cmd.query_async::<Value>(&mut c).await });
-        match bound_all(self.command_timeout, op).await {
+        match bound_all(self.store.command_timeout(), op).await {
             Ok(_) => Ok(()),
-            Err(StoreError::Unavailable(e)) if e.contains("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
+            Err(LinkError::Unavailable(e)) if e.contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// New entries for `consumer`: up to `count`, waiting at most [`READ_BLOCK`] for some.
-    pub async fn outbox_read(
-        &self,
-        reader: &mut OutboxReader,
-        consumer: &str,
-        count: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    async fn read(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut reader = self.reader.lock().await;
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
             .arg(GROUP)
@@ -140,12 +110,12 @@ impl RedisStore {
         let Some(blocking) = reader.blocking.as_mut() else {
             // No connection of our own: ask without blocking on the shared one, and wait
             // a little between empty answers.
-            read.arg("STREAMS").arg(self.outbox_key()).arg(">");
+            read.arg("STREAMS").arg(self.store.outbox_key()).arg(">");
             let read = &read;
             let op = self
-                .connection
+                .link()
                 .first_call(move |mut c| async move { read.query_async::<Value>(&mut c).await });
-            let (_, reply) = bound_all(self.command_timeout, op).await?;
+            let (_, reply) = bound_all(self.store.command_timeout(), op).await?;
             let entries = stream_entries(&reply)?;
             if entries.is_empty() {
                 tokio::time::sleep(POLL_WITHOUT_BLOCKING).await;
@@ -156,7 +126,7 @@ impl RedisStore {
         read.arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
-            .arg(self.outbox_key())
+            .arg(self.store.outbox_key())
             .arg(">");
         let mut conn = blocking.connection().await?;
         match read.query_async::<Value>(&mut conn).await {
@@ -167,7 +137,7 @@ impl RedisStore {
             Err(e) => {
                 // A fresh connection next time: this one may be broken or out of step.
                 blocking.conn = None;
-                Err(store_error(e))
+                Err(store_error(e).into())
             }
         }
     }
@@ -175,7 +145,7 @@ impl RedisStore {
     /// Entries of any consumer idle for at least `claim_timeout` (their sender died or got
     /// stuck, or their retry is due), claimed for `consumer`: up to `count`. Claiming is
     /// atomic with the idle check, so two senders never both get an entry.
-    pub async fn outbox_claim_due(
+    async fn claim_due(
         &self,
         consumer: &str,
         claim_timeout: Duration,
@@ -185,7 +155,7 @@ impl RedisStore {
         let op = async move {
             let mut pending = redis::cmd("XPENDING");
             pending
-                .arg(self.outbox_key())
+                .arg(self.store.outbox_key())
                 .arg(GROUP)
                 .arg("IDLE")
                 .arg(min_idle)
@@ -194,7 +164,7 @@ impl RedisStore {
                 .arg(count);
             let pending = &pending;
             let (mut conn, reply) = self
-                .connection
+                .link()
                 .first_call(move |mut c| async move { pending.query_async::<Value>(&mut c).await })
                 .await?;
             // id → deliveries so far.
@@ -209,7 +179,7 @@ impl RedisStore {
             }
             let mut claim = redis::cmd("XCLAIM");
             claim
-                .arg(self.outbox_key())
+                .arg(self.store.outbox_key())
                 .arg(GROUP)
                 .arg(consumer)
                 .arg(min_idle);
@@ -217,7 +187,7 @@ impl RedisStore {
                 claim.arg(id);
             }
             let claimed: Value = self
-                .connection
+                .link()
                 .call(conn.generation, claim.query_async(&mut conn.manager))
                 .await?;
             let mut out: Vec<Delivery> = entries(&claimed)?
@@ -230,67 +200,65 @@ impl RedisStore {
             out.sort_by(|a, b| a.id().cmp(b.id()));
             Ok(out)
         };
-        bound_all(self.command_timeout, op).await
+        bound_all(self.store.command_timeout(), op).await
     }
 
     /// When the token of an entry stops being accepted (unix ms), or `None` when its
     /// session does not hold it: the session change never committed (a crash or a refusal
     /// after the XADD), or the session has expired or was deleted.
-    pub async fn outbox_token_expiry(
-        &self,
-        sid: &str,
-        token: &TokenHash,
-    ) -> Result<Option<u64>, StoreError> {
+    async fn token_expiry(&self, sid: &str, token: &TokenHash) -> Result<Option<u64>, StoreError> {
         let mut cmd = redis::cmd("HGET");
-        cmd.arg(self.session_key(sid))
+        cmd.arg(self.store.session_key(sid))
             .arg(format!("t:{}", token.to_hex()));
         let cmd = &cmd;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { cmd.query_async::<Option<u64>>(&mut c).await });
-        Ok(bound_all(self.command_timeout, op).await?.1)
+        Ok(bound_all(self.store.command_timeout(), op).await?.1)
     }
 
     /// Whether an entry is still in the stream (a request deletes an entry whose session
     /// change was refused).
-    pub async fn outbox_entry_exists(&self, id: &str) -> Result<bool, StoreError> {
+    async fn entry_exists(&self, id: &str) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(self.outbox_key()).arg(id).arg(id);
+        cmd.arg(self.store.outbox_key()).arg(id).arg(id);
         let cmd = &cmd;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { cmd.query_async::<Value>(&mut c).await });
-        let (_, reply) = bound_all(self.command_timeout, op).await?;
+        let (_, reply) = bound_all(self.store.command_timeout(), op).await?;
         Ok(!array(&reply)?.is_empty())
     }
 
     /// Done with entries: XACK and XDEL (together, on one key), so their tokens are gone.
-    pub async fn outbox_finish(&self, ids: &[String]) -> Result<(), StoreError> {
+    async fn finish(&self, ids: &[String]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         pipe.cmd("XACK")
-            .arg(self.outbox_key())
+            .arg(self.store.outbox_key())
             .arg(GROUP)
             .arg(ids)
             .ignore()
             .cmd("XDEL")
-            .arg(self.outbox_key())
+            .arg(self.store.outbox_key())
             .arg(ids)
             .ignore();
         let pipe = &pipe;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { pipe.query_async::<()>(&mut c).await });
-        bound_all(self.command_timeout, op).await.map(|_| ())
+        Ok(bound_all(self.store.command_timeout(), op)
+            .await
+            .map(|_| ())?)
     }
 
     /// Makes an entry that `consumer` holds come due for any sender in `due_in` (at most
     /// `claim_timeout`): its idle time is set to `claim_timeout - due_in`, and the delivery
     /// count is left alone. `held_for` is how long ago the entry was read or claimed: if
     /// another sender claimed it since (its idle time is then shorter), nothing changes.
-    pub async fn outbox_retry_in(
+    async fn retry_in(
         &self,
         consumer: &str,
         id: &str,
@@ -299,7 +267,7 @@ impl RedisStore {
         claim_timeout: Duration,
     ) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(self.outbox_key())
+        cmd.arg(self.store.outbox_key())
             .arg(GROUP)
             .arg(consumer)
             .arg(millis(held_for.saturating_sub(CLOCK_SLACK)))
@@ -309,19 +277,17 @@ impl RedisStore {
             .arg("JUSTID");
         let cmd = &cmd;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { cmd.query_async::<Value>(&mut c).await });
-        bound_all(self.command_timeout, op).await.map(|_| ())
+        Ok(bound_all(self.store.command_timeout(), op)
+            .await
+            .map(|_| ())?)
     }
 
     /// Moves an entry to the dead-letter stream (the record holds no secret) and finishes it.
-    pub async fn outbox_dead_letter(
-        &self,
-        record: &DeadLetter,
-        max_len: usize,
-    ) -> Result<(), StoreError> {
+    async fn dead_letter(&self, record: &DeadLetter, max_len: usize) -> Result<(), StoreError> {
         let mut xadd = redis::cmd("XADD");
-        xadd.arg(self.dead_letter_key())
+        xadd.arg(self.store.dead_letter_key())
             .arg("MAXLEN")
             .arg("~")
             .arg(max_len)
@@ -344,26 +310,24 @@ impl RedisStore {
             .arg(record.enqueued_ms);
         let xadd = &xadd;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { xadd.query_async::<Value>(&mut c).await });
-        bound_all(self.command_timeout, op).await?;
-        self.outbox_finish(std::slice::from_ref(&record.id)).await
+        bound_all(self.store.command_timeout(), op).await?;
+        self.finish(std::slice::from_ref(&record.id)).await
     }
 
     /// Removes from the group the consumers other than `me` that hold no entry and have not
     /// read for `idle` (every process start adds a consumer name; a live sender reads every
     /// [`READ_BLOCK`]). Returns how many went.
-    pub async fn outbox_forget_consumers(
-        &self,
-        me: &str,
-        idle: Duration,
-    ) -> Result<usize, StoreError> {
+    async fn forget_consumers(&self, me: &str, idle: Duration) -> Result<usize, StoreError> {
         let op = async move {
             let mut info = redis::cmd("XINFO");
-            info.arg("CONSUMERS").arg(self.outbox_key()).arg(GROUP);
+            info.arg("CONSUMERS")
+                .arg(self.store.outbox_key())
+                .arg(GROUP);
             let info = &info;
             let (mut conn, reply) = self
-                .connection
+                .link()
                 .first_call(move |mut c| async move { info.query_async::<Value>(&mut c).await })
                 .await?;
             let mut forgotten = 0;
@@ -373,36 +337,36 @@ impl RedisStore {
                 }
                 let mut del = redis::cmd("XGROUP");
                 del.arg("DELCONSUMER")
-                    .arg(self.outbox_key())
+                    .arg(self.store.outbox_key())
                     .arg(GROUP)
                     .arg(&name);
                 let _: Value = self
-                    .connection
+                    .link()
                     .call(conn.generation, del.query_async(&mut conn.manager))
                     .await?;
                 forgotten += 1;
             }
             Ok(forgotten)
         };
-        bound_all(self.command_timeout, op).await
+        bound_all(self.store.command_timeout(), op).await
     }
 
     /// The outbox's length and the enqueue time (unix ms) of its oldest entry.
-    pub async fn outbox_stats(&self) -> Result<(u64, Option<u64>), StoreError> {
+    async fn stats(&self) -> Result<(u64, Option<u64>), StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN")
-            .arg(self.outbox_key())
+            .arg(self.store.outbox_key())
             .cmd("XRANGE")
-            .arg(self.outbox_key())
+            .arg(self.store.outbox_key())
             .arg("-")
             .arg("+")
             .arg("COUNT")
             .arg(1);
         let pipe = &pipe;
         let op = self
-            .connection
+            .link()
             .first_call(move |mut c| async move { pipe.query_async::<(u64, Value)>(&mut c).await });
-        let (_, (len, oldest)) = bound_all(self.command_timeout, op).await?;
+        let (_, (len, oldest)) = bound_all(self.store.command_timeout(), op).await?;
         let oldest = array(&oldest)?
             .first()
             .map(|entry| match array(entry)?.first() {
