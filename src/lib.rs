@@ -11,6 +11,7 @@
 pub mod compat;
 pub mod config;
 pub mod delivery;
+pub mod i18n;
 pub mod matrix;
 pub mod metrics;
 pub mod outbox;
@@ -139,6 +140,8 @@ pub enum StartError {
     Store(#[from] session::StoreError),
     #[error("templates: {0}")]
     Templates(#[from] templates::TemplateError),
+    #[error("i18n: {0}")]
+    I18n(#[from] i18n::I18nError),
     #[error("email: {0}")]
     Mail(#[from] delivery::DeliveryError),
 }
@@ -242,7 +245,14 @@ fn outbox_reader(config: &Config) -> Result<outbox::redis::OutboxReader, session
 /// Builds the state, binds every listener and starts serving. Returns once all listeners
 /// are bound and readiness is true.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let templates = Arc::new(Templates::load(config.email.templates_dir.as_deref())?);
+    let catalogues = Arc::new(i18n::Catalogues::load(
+        config.i18n.dir.as_deref(),
+        &config.i18n.default_language,
+    )?);
+    let templates = Arc::new(Templates::load(
+        config.email.templates_dir.as_deref(),
+        catalogues,
+    )?);
     let mailer: Arc<dyn Mailer> = Arc::new(delivery::email::EmailSender::new(
         &config.email,
         &config.server.server_name,

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
     };
     if let Some(Command::CheckConfig) = cli.command {
         print!("{}", config.redacted_toml());
+        for line in threepid_sidecar::i18n::coverage_report(
+            config.i18n.dir.as_deref(),
+            &config.i18n.default_language,
+        ) {
+            eprintln!("threepid-sidecar: {line}");
+        }
         return ExitCode::SUCCESS;
     }
     threepid_sidecar::telemetry::init(&config.log);

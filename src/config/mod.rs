@@ -127,6 +127,7 @@ pub struct Config {
     pub outbox: Outbox,
     pub rate_limit: RateLimits,
     pub admin: Admin,
+    pub i18n: I18n,
     pub log: Log,
 }
 
@@ -305,6 +306,15 @@ pub struct RateLimits {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+}
+
+/// The languages of mail, SMS and pages.
+#[derive(Debug, Clone)]
+pub struct I18n {
+    /// Used when neither the request nor the browser asks for one we have.
+    pub default_language: String,
+    /// The operator's catalogues: `<dir>/<tag>/*.ftl` add a language or replace sentences.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

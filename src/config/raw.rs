@@ -24,6 +24,7 @@ pub(super) struct Raw {
     pub(super) outbox: RawOutbox,
     pub(super) rate_limit: RawRateLimit,
     pub(super) admin: RawAdmin,
+    pub(super) i18n: RawI18n,
     pub(super) log: RawLog,
 }
 
@@ -300,6 +301,22 @@ impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawI18n {
+    pub(super) default_language: String,
+    pub(super) dir: Option<PathBuf>,
+}
+
+impl Default for RawI18n {
+    fn default() -> Self {
+        Self {
+            default_language: "en".into(),
+            dir: None,
         }
     }
 }

@@ -109,6 +109,10 @@ impl Config {
                 "submit_per_ip": rl(&self.rate_limit.submit_per_ip),
             },
             "admin": { "listen": self.admin.listen.to_string() },
+            "i18n": {
+                "default_language": self.i18n.default_language,
+                "dir": self.i18n.dir,
+            },
             "log": { "format": self.log.format, "level": self.log.level },
         });
         toml::to_string_pretty(&strip_nulls(value))

@@ -435,6 +435,15 @@ impl Raw {
             submit_per_ip: rate_limit("rate_limit.submit_per_ip", r.submit_per_ip)?,
         };
 
+        let i18n = I18n {
+            default_language: self.i18n.default_language,
+            dir: self.i18n.dir,
+        };
+        // The catalogues are read here, so that a bad one or an unknown default language is a
+        // refused config (exit 64) with the file named.
+        crate::i18n::Catalogues::load(i18n.dir.as_deref(), &i18n.default_language)
+            .map_err(|e| invalid("i18n", e.to_string()))?;
+
         let l = self.log;
         tracing_subscriber::EnvFilter::try_new(&l.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
@@ -449,6 +458,7 @@ impl Raw {
             sms,
             outbox,
             rate_limit,
+            i18n,
             admin: Admin {
                 listen: socket_addr("admin.listen", &self.admin.listen)?,
             },

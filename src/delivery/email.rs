@@ -15,9 +15,9 @@ use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executo
 use url::Url;
 
 use super::smtp::{self, Security, SendError, SmtpClient};
-use super::{DeliveryError, MailRequest, Mailer};
+use super::{DeliveryError, MailContent, MailRequest, Mailer};
 use crate::config::{Email, EmailTransport};
-use crate::templates::{MailVars, Templates};
+use crate::templates::{MailVars, NoticeVars, Templates};
 
 /// Sends verification mail with lettre. Built once at start; connects on first send.
 pub struct EmailSender {
@@ -97,18 +97,37 @@ impl EmailSender {
         let to: Address = mail.to.parse().map_err(|_| {
             DeliveryError::Build(format!("invalid recipient {}", mask_email(mail.to)))
         })?;
-        let rendered = self
-            .templates
-            .mail(
-                mail.purpose,
+        let rendered = match &mail.content {
+            MailContent::Verification {
+                purpose,
+                link,
+                token,
+            } => self.templates.mail(
+                *purpose,
                 &MailVars {
                     app_name: &self.app_name,
                     server_name: &self.server_name,
-                    link: mail.link,
-                    token: mail.token,
+                    link,
+                    token,
                 },
-            )
-            .map_err(|e| DeliveryError::Build(e.to_string()))?;
+                mail.language,
+            ),
+            MailContent::Notice {
+                notice,
+                time,
+                client_ip,
+            } => self.templates.notice(
+                *notice,
+                &NoticeVars {
+                    app_name: &self.app_name,
+                    server_name: &self.server_name,
+                    time,
+                    client_ip,
+                },
+                mail.language,
+            ),
+        }
+        .map_err(|e| DeliveryError::Build(e.to_string()))?;
         let message_id = format!(
             "<{:032x}@{}>",
             rand::random::<u128>(),
@@ -125,6 +144,7 @@ impl EmailSender {
             .date_now()
             .message_id(Some(message_id))
             .header(AutoSubmitted)
+            .header(ContentLanguage(rendered.language))
             .multipart(
                 MultiPart::alternative()
                     .singlepart(
@@ -174,10 +194,10 @@ impl Mailer for EmailSender {
             };
             match &result {
                 Ok(()) => {
-                    tracing::info!(to = %masked, purpose = mail.purpose.as_str(), "verification mail sent")
+                    tracing::info!(to = %masked, kind = mail.content.label(), "mail sent")
                 }
                 Err(e) => {
-                    tracing::warn!(to = %masked, purpose = mail.purpose.as_str(), error = %e, "verification mail not sent")
+                    tracing::warn!(to = %masked, kind = mail.content.label(), error = %e, "mail not sent")
                 }
             }
             result
@@ -200,6 +220,24 @@ impl Header for AutoSubmitted {
 
     fn display(&self) -> HeaderValue {
         HeaderValue::new(Self::name(), "auto-generated".to_owned())
+    }
+}
+
+/// `Content-Language` (RFC 3282): the language the mail is written in.
+#[derive(Clone)]
+struct ContentLanguage(String);
+
+impl Header for ContentLanguage {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Content-Language")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
     }
 }
 

@@ -7,18 +7,48 @@ pub mod smtp;
 
 use futures_util::future::BoxFuture;
 
+use crate::templates::Notice;
 use crate::threepid::{Medium, Purpose};
 
-/// One verification mail to send.
+/// One mail to send: a verification or a security notice.
 #[derive(Debug)]
 pub struct MailRequest<'a> {
     /// The canonical address.
     pub to: &'a str,
-    pub purpose: Purpose,
-    /// The link the user follows (the GET submit_token page).
-    pub link: &'a str,
-    /// The token itself, for clients that ask the user to type it.
-    pub token: &'a str,
+    /// The language to write it in (a catalogue's tag; an unknown one is the default).
+    pub language: &'a str,
+    pub content: MailContent<'a>,
+}
+
+/// What a mail says.
+#[derive(Debug)]
+pub enum MailContent<'a> {
+    /// A verification: the link (and the token) for `purpose`.
+    Verification {
+        purpose: Purpose,
+        /// The link the user follows (the GET submit_token page).
+        link: &'a str,
+        /// The token itself, for clients that ask the user to type it.
+        token: &'a str,
+    },
+    /// A security notice.
+    Notice {
+        notice: Notice,
+        /// When it happened, written out.
+        time: &'a str,
+        /// The client's address, partly hidden.
+        client_ip: &'a str,
+    },
+}
+
+impl MailContent<'_> {
+    /// For log lines and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MailContent::Verification { purpose, .. } => purpose.as_str(),
+            MailContent::Notice { notice, .. } => notice.as_str(),
+        }
+    }
 }
 
 /// Why a message was not sent. The client gets 500 `M_UNKNOWN` "could not send".
@@ -94,6 +124,8 @@ pub struct Outgoing<'a> {
     /// Email only: the link carries it.
     pub client_secret: &'a str,
     pub token: &'a str,
+    /// The language to write it in.
+    pub language: &'a str,
 }
 
 /// Sends one token: a mail with the link (and the token), or an SMS with the code. Links
@@ -114,9 +146,12 @@ pub async fn deliver(
             );
             let mail = MailRequest {
                 to: message.address,
-                purpose: message.purpose,
-                link: &link,
-                token: message.token,
+                language: message.language,
+                content: MailContent::Verification {
+                    purpose: message.purpose,
+                    link: &link,
+                    token: message.token,
+                },
             };
             mailer.send(mail).await
         }
@@ -124,6 +159,7 @@ pub async fn deliver(
             let text = sms::SmsRequest {
                 msisdn: message.address,
                 token: message.token,
+                language: message.language,
             };
             sms.send(text).await
         }

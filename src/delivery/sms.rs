@@ -27,6 +27,8 @@ pub struct SmsRequest<'a> {
     /// E.164 without `+`.
     pub msisdn: &'a str,
     pub token: &'a str,
+    /// The language to write it in.
+    pub language: &'a str,
 }
 
 /// Sends verification codes.
@@ -109,7 +111,7 @@ impl WebhookSms {
     async fn post(&self, sms: &SmsRequest<'_>) -> Result<(), DeliveryError> {
         let text = self
             .templates
-            .sms(&self.app_name, sms.token)
+            .sms(&self.app_name, sms.token, sms.language)
             .map_err(|e| DeliveryError::Build(e.to_string()))?;
         let body = serde_json::json!({ "to": format!("+{}", sms.msisdn), "body": text });
         let mut request = Request::builder()

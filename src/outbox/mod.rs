@@ -69,6 +69,8 @@ pub struct Queued {
     pub token_hash: TokenHash,
     /// Email: the client secret the link carries; empty for SMS.
     pub client_secret: SecretString,
+    /// The language to write the message in.
+    pub language: Option<String>,
     /// When the request queued it (unix ms, Redis' clock).
     pub enqueued_ms: u64,
     /// Which delivery of the entry this is: 1 for the first.

@@ -325,6 +325,7 @@ impl<Q: Queue> Sender<Q> {
             sid: &m.sid,
             client_secret: m.client_secret.expose_secret(),
             token: m.token.expose_secret(),
+            language: m.language.as_deref().unwrap_or(""),
         };
         match self.state.deliver(&outgoing).await {
             Ok(()) => {

@@ -128,6 +128,9 @@ async fn get_validated_3pid(
     let sid = params.required_plural("sid")?;
     let client_secret = params.required_plural("client_secret")?;
     crate::validate::client_secret(client_secret)?;
+    if !crate::token::is_sid(sid) {
+        return Err(no_valid_session()); // cannot be ours: not looked up
+    }
     let session = state
         .store
         .get(sid, state.now_ms())
@@ -233,7 +236,7 @@ async fn request_token(
             tracing::warn!(error = %e, "identity requestToken: store failed");
             MatrixError::store_unavailable()
         })?;
-    let Some(purpose) = noted else {
+    let Some(note) = noted else {
         tracing::warn!(
             to = %crate::validate::mask_address(&req.address),
             "identity requestToken that no client request asked for: refused"
@@ -245,7 +248,7 @@ async fn request_token(
              through the sidecar.",
         ));
     };
-    let (sid, _) = request_token::issue(state, &req, purpose).await?;
+    let (sid, _) = request_token::issue(state, &req, note.purpose, &note.language).await?;
     let answer = match medium {
         Medium::Email => serde_json::json!({ "sid": sid }),
         Medium::Msisdn => serde_json::json!({

@@ -19,7 +19,7 @@ use crate::matrix::{self, Body, MatrixError, full, json_response};
 use crate::proxy::{self, ConnInfo};
 use crate::ratelimit::LimitKey;
 use crate::routes::check_rate_limit;
-use crate::session::{LimitedSend, OutboxMessage, SendDecision, SendRequest};
+use crate::session::{LimitedSend, OutboxMessage, PurposeNote, SendDecision, SendRequest};
 use crate::threepid::{Medium, Purpose};
 use crate::token::{self, SecretHash, TokenHash};
 use crate::validate::{self, TokenRequest};
@@ -151,8 +151,22 @@ async fn serve(
         // The address limit is counted where the token is issued: the identity listener.
         return via_upstream(state, conn, parts, &body, &req, purpose).await;
     }
-    let (sid, outcome) = issue(state, &req, purpose).await?;
+    let language = message_language(state, &parts.headers);
+    let (sid, outcome) = issue(state, &req, purpose, &language).await?;
     Ok((answer(state, &req, &sid), outcome))
+}
+
+/// The language of the message a requestToken sends: the best match of its
+/// `Accept-Language` (Element and browsers send one), else the default language.
+pub fn message_language(state: &AppState, headers: &hyper::HeaderMap) -> String {
+    let catalogues = state.templates.catalogues();
+    let header = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    catalogues
+        .negotiate(header)
+        .unwrap_or_else(|| catalogues.default_language())
+        .to_owned()
 }
 
 /// The per-address limit's key for a canonical address.
@@ -203,13 +217,17 @@ async fn via_upstream(
     purpose: Purpose,
 ) -> Result<(Response<Body>, &'static str), MatrixError> {
     let now_ms = state.now_ms();
+    let note = PurposeNote {
+        purpose,
+        language: message_language(state, &parts.headers),
+    };
     state
         .store
         .note_purpose(
             req.medium,
             &req.address,
             &SecretHash::of(&req.client_secret),
-            purpose,
+            &note,
             now_ms,
         )
         .await
@@ -291,10 +309,11 @@ pub async fn issue(
     state: &AppState,
     req: &TokenRequest,
     purpose: Purpose,
+    language: &str,
 ) -> Result<(String, &'static str), MatrixError> {
     let key = address_limit_key(state, req.medium, &req.address).await?;
     let limit = state.config.rate_limit.request_token_per_address;
-    issue_limited(state, req, purpose, Some((&key, limit))).await
+    issue_limited(state, req, purpose, language, Some((&key, limit))).await
 }
 
 /// [`issue`] with the limit to count, if any.
@@ -302,6 +321,7 @@ async fn issue_limited(
     state: &AppState,
     req: &TokenRequest,
     purpose: Purpose,
+    language: &str,
     limit: Option<(&LimitKey, RateLimit)>,
 ) -> Result<(String, &'static str), MatrixError> {
     let token = match req.medium {
@@ -319,6 +339,7 @@ async fn issue_limited(
         purpose,
         next_link: req.next_link.clone(),
         send_attempt: req.send_attempt,
+        language: language.to_owned(),
         token: token_hash,
         token_expires_ms: now_ms.saturating_add(lifetime_ms),
         now_ms,
@@ -385,6 +406,7 @@ async fn issue_limited(
                 sid,
                 client_secret: &req.client_secret,
                 token: token.expose_secret(),
+                language,
             };
             if let Err(e) = state.deliver(&outgoing).await {
                 state.metrics.message(req.medium.as_str(), "failed");

@@ -8,13 +8,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    LimitedSend, OutboxMessage, SendDecision, SendRequest, Session, SessionStore, StoreError,
-    SubmitOutcome,
+    LimitedSend, OutboxMessage, PurposeNote, SendDecision, SendRequest, Session, SessionStore,
+    StoreError, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
 use crate::ratelimit::{LimitKey, RateDecision};
-use crate::threepid::{Medium, Purpose};
+use crate::threepid::Medium;
 use crate::token::{SecretHash, TokenHash};
 
 /// Wraps a store; every call is observed under its operation name.
@@ -119,12 +119,12 @@ impl SessionStore for Metered {
         medium: Medium,
         address: &'a str,
         client_secret: &'a SecretHash,
-        purpose: Purpose,
+        note: &'a PurposeNote,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let call = self
             .inner
-            .note_purpose(medium, address, client_secret, purpose, now_ms);
+            .note_purpose(medium, address, client_secret, note, now_ms);
         self.observe("note_purpose", call)
     }
 
@@ -134,7 +134,7 @@ impl SessionStore for Metered {
         address: &'a str,
         client_secret: &'a SecretHash,
         now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<PurposeNote>, StoreError>> {
         let call = self
             .inner
             .take_purpose(medium, address, client_secret, now_ms);

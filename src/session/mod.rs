@@ -41,6 +41,15 @@ pub struct StoreSettings {
 /// client's request is still in flight, so minutes are plenty.
 pub const PURPOSE_NOTE_TTL: Duration = Duration::from_secs(600);
 
+/// Why a via-upstream requestToken was accepted, and in which language its message goes:
+/// what the client listener notes for the identity listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurposeNote {
+    pub purpose: Purpose,
+    /// A catalogue's tag.
+    pub language: String,
+}
+
 /// A requestToken that passed validation: start a session or continue the one that
 /// `(medium, address, client_secret)` already has.
 #[derive(Debug, Clone)]
@@ -52,6 +61,10 @@ pub struct SendRequest {
     pub purpose: Purpose,
     pub next_link: Option<String>,
     pub send_attempt: u64,
+    /// The language its messages are written in (the requestToken's `Accept-Language`,
+    /// negotiated): kept with the session and its outbox entry, so any replica writes the
+    /// same language, and the link page falls back to it.
+    pub language: String,
     /// Hash of the token that will be sent if the decision is [`SendDecision::Send`].
     pub token: TokenHash,
     /// When that token stops being accepted (unix ms).
@@ -105,6 +118,9 @@ pub struct Session {
     pub client_secret: SecretHash,
     pub purpose: Purpose,
     pub next_link: Option<String>,
+    /// The language of its last message (absent in sessions a version before languages
+    /// started).
+    pub language: Option<String>,
     pub send_attempt: u64,
     pub failed_submits: u32,
     /// Unix ms, once validated.
@@ -252,7 +268,7 @@ pub trait SessionStore: Send + Sync + 'static {
         medium: Medium,
         address: &'a str,
         client_secret: &'a SecretHash,
-        purpose: Purpose,
+        note: &'a PurposeNote,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
@@ -264,7 +280,7 @@ pub trait SessionStore: Send + Sync + 'static {
         address: &'a str,
         client_secret: &'a SecretHash,
         now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<PurposeNote>, StoreError>>;
 
     /// The random key of this store's address hashes ([`crate::ratelimit::AddressHash`]):
     /// made once, then the same for every replica sharing the store.

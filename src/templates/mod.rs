@@ -1,16 +1,23 @@
 //! What users read: the verification mail (one subject, text and HTML set per
-//! [`Purpose`]) and the HTML pages the mailed link leads to. Built-in templates are
-//! compiled into the binary; `email.templates_dir` replaces any of them by file name.
-//! Everything is loaded and trial-rendered at start, so a broken override stops start-up
-//! with its file named instead of failing the first user. `.html` templates are
-//! HTML-escaped automatically. Each file stands alone (no `extends`: minijinja is built
-//! without `multi_template`), so an operator can override one without the others.
+//! [`Purpose`]), the security notices, the SMS, and the HTML pages the mailed link leads to.
+//! The templates hold the markup; every sentence comes from the message catalogue of the
+//! message's language ([`crate::i18n`]) through the function `t("key")`, which also passes
+//! the template's `server_name`, `app_name`, `token`, `time` and `client_ip` to the message.
+//! Built-in templates are compiled into the binary; `email.templates_dir` replaces any of
+//! them by file name. Everything is loaded and trial-rendered in every language at start, so
+//! a broken override stops start-up with its file named instead of failing the first user.
+//! `.html` templates are HTML-escaped automatically (sentences included). Each file stands
+//! alone (no `extends`: minijinja is built without `multi_template`), so an operator can
+//! override one without the others.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
+use minijinja::value::Kwargs;
+use minijinja::{AutoEscape, Environment, State, UndefinedBehavior, context};
 
+use crate::i18n::Catalogues;
 use crate::threepid::Purpose;
 
 /// Every template, by the file name that overrides it.
@@ -33,6 +40,18 @@ const BUILTINS: &[(&str, &str)] = &[
     ),
     ("add_threepid.txt", include_str!("add_threepid.txt")),
     ("add_threepid.html", include_str!("add_threepid.html")),
+    (
+        "notice_password.subject.txt",
+        include_str!("notice_password.subject.txt"),
+    ),
+    ("notice_password.txt", include_str!("notice_password.txt")),
+    ("notice_password.html", include_str!("notice_password.html")),
+    (
+        "notice_removed.subject.txt",
+        include_str!("notice_removed.subject.txt"),
+    ),
+    ("notice_removed.txt", include_str!("notice_removed.txt")),
+    ("notice_removed.html", include_str!("notice_removed.html")),
     ("confirm.html", include_str!("confirm.html")),
     ("success.html", include_str!("success.html")),
     ("failure.html", include_str!("failure.html")),
@@ -65,6 +84,7 @@ pub struct Templates {
     env: Environment<'static>,
     /// Template name → where it came from, for error messages.
     origin: HashMap<&'static str, String>,
+    catalogues: Arc<Catalogues>,
 }
 
 /// What a verification mail says. Not `Debug`: it holds the token.
@@ -87,6 +107,64 @@ pub struct RenderedMail {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The language it is written in (`Content-Language`).
+    pub language: String,
+}
+
+/// A security notice: something changed on the account of an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The password was changed with a reset verified by this address.
+    PasswordChanged,
+    /// This address was removed from an account.
+    AddressRemoved,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notice::PasswordChanged => "password_changed",
+            Notice::AddressRemoved => "address_removed",
+        }
+    }
+}
+
+/// What a notice says besides its kind. Times and addresses come written out.
+#[derive(Debug, Clone, Copy)]
+pub struct NoticeVars<'a> {
+    pub app_name: &'a str,
+    pub server_name: &'a str,
+    /// When it happened, e.g. `2026-12-06 18:40 UTC`.
+    pub time: &'a str,
+    /// The client's network address, partly hidden (`203.0.113.*`).
+    pub client_ip: &'a str,
+}
+
+/// Why the link did not work, as the failure page says it (a catalogue key each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    LinkIncomplete,
+    LinkExpired,
+    TokenIncorrect,
+    TooManyAttempts,
+    RateLimited,
+    Unavailable,
+    Other,
+}
+
+impl Failure {
+    /// Its sentence's key in the catalogues.
+    pub fn key(self) -> &'static str {
+        match self {
+            Failure::LinkIncomplete => "failure-link-incomplete",
+            Failure::LinkExpired => "failure-link-expired",
+            Failure::TokenIncorrect => "failure-token-incorrect",
+            Failure::TooManyAttempts => "failure-too-many-attempts",
+            Failure::RateLimited => "failure-rate-limited",
+            Failure::Unavailable => "failure-unavailable",
+            Failure::Other => "failure-other",
+        }
+    }
 }
 
 /// A link page. Not `Debug`: `Confirm` holds the token and client secret.
@@ -105,15 +183,20 @@ pub enum Page<'a> {
     /// After a successful form submit without a `next_link`.
     Success { app_name: &'a str },
     /// After a failed form submit; `reason` is shown to the user.
-    Failure { app_name: &'a str, reason: &'a str },
+    Failure { app_name: &'a str, reason: Failure },
 }
 
 impl Templates {
     /// The built-ins, each replaced by the file of the same name in `dir` when present.
     /// Every template is compiled and trial-rendered, so a broken override fails here,
     /// naming its file.
-    pub fn load(dir: Option<&Path>) -> Result<Self, TemplateError> {
+    pub fn load(dir: Option<&Path>, catalogues: Arc<Catalogues>) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
+        let for_t = catalogues.clone();
+        env.add_function("t", move |state: &State, key: String, kwargs: Kwargs| {
+            translate(&for_t, state, &key, &kwargs)
+        });
+        env.add_filter("wrap", wrap);
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html") {
                 AutoEscape::Html
@@ -152,33 +235,95 @@ impl Templates {
                 })?;
             origin.insert(name, from);
         }
-        let templates = Self { env, origin };
+        let templates = Self {
+            env,
+            origin,
+            catalogues,
+        };
         templates.trial_render()?;
         Ok(templates)
     }
 
-    /// The verification mail for `purpose`.
+    /// The catalogues the templates take their sentences from.
+    pub fn catalogues(&self) -> &Catalogues {
+        &self.catalogues
+    }
+
+    /// `lang` and `dir` for a render in `language` (an unknown one is the default language).
+    fn language(&self, language: &str) -> (String, &'static str) {
+        let lang = self.catalogues.resolve(Some(language)).to_owned();
+        let dir = if Catalogues::is_right_to_left(&lang) {
+            "rtl"
+        } else {
+            "ltr"
+        };
+        (lang, dir)
+    }
+
+    /// The verification mail for `purpose`, in `language`.
     pub fn mail(
         &self,
         purpose: Purpose,
         vars: &MailVars<'_>,
+        language: &str,
     ) -> Result<RenderedMail, TemplateError> {
+        let (lang, dir) = self.language(language);
         let ctx = context! {
             app_name => vars.app_name,
             server_name => vars.server_name,
             link => vars.link,
             token => vars.token,
+            lang => &lang,
+            dir,
         };
         let [subject, text, html] = mail_templates(purpose);
         Ok(RenderedMail {
             subject: one_line(&self.render(subject, &ctx)?),
             text: self.render(text, &ctx)?,
             html: self.render(html, &ctx)?,
+            language: lang,
         })
     }
 
-    /// A link page, HTML-escaped throughout.
-    pub fn page(&self, page: Page<'_>) -> Result<String, TemplateError> {
+    /// A security notice, in `language`.
+    pub fn notice(
+        &self,
+        notice: Notice,
+        vars: &NoticeVars<'_>,
+        language: &str,
+    ) -> Result<RenderedMail, TemplateError> {
+        let (lang, dir) = self.language(language);
+        let ctx = context! {
+            app_name => vars.app_name,
+            server_name => vars.server_name,
+            time => vars.time,
+            client_ip => vars.client_ip,
+            lang => &lang,
+            dir,
+        };
+        let [subject, text, html] = match notice {
+            Notice::PasswordChanged => [
+                "notice_password.subject.txt",
+                "notice_password.txt",
+                "notice_password.html",
+            ],
+            Notice::AddressRemoved => [
+                "notice_removed.subject.txt",
+                "notice_removed.txt",
+                "notice_removed.html",
+            ],
+        };
+        Ok(RenderedMail {
+            subject: one_line(&self.render(subject, &ctx)?),
+            text: self.render(text, &ctx)?,
+            html: self.render(html, &ctx)?,
+            language: lang,
+        })
+    }
+
+    /// A link page in `language`, HTML-escaped throughout.
+    pub fn page(&self, page: Page<'_>, language: &str) -> Result<String, TemplateError> {
+        let (lang, dir) = self.language(language);
         match page {
             Page::Confirm {
                 app_name,
@@ -189,12 +334,18 @@ impl Templates {
                 token,
             } => self.render(
                 "confirm.html",
-                &context! { app_name, purpose => purpose.as_str(), action, sid, client_secret, token },
+                &context! {
+                    app_name, purpose => purpose.as_str(), action, sid, client_secret, token,
+                    lang, dir,
+                },
             ),
-            Page::Success { app_name } => self.render("success.html", &context! { app_name }),
-            Page::Failure { app_name, reason } => {
-                self.render("failure.html", &context! { app_name, reason })
+            Page::Success { app_name } => {
+                self.render("success.html", &context! { app_name, lang, dir })
             }
+            Page::Failure { app_name, reason } => self.render(
+                "failure.html",
+                &context! { app_name, reason => reason.key(), lang, dir },
+            ),
         }
     }
 
@@ -214,14 +365,21 @@ impl Templates {
             .map_err(fail)
     }
 
-    /// Renders everything once with sample values: finds unknown variables, filters and
-    /// broken `extends` in overrides before the first user does.
-    /// The text of a verification SMS (one line; variables `app_name`, `token`).
-    pub fn sms(&self, app_name: &str, token: &str) -> Result<String, TemplateError> {
-        let text = self.render("sms.txt", &context! { app_name, token })?;
+    /// The text of a verification SMS in `language` (one line; variables `app_name`,
+    /// `token`).
+    pub fn sms(
+        &self,
+        app_name: &str,
+        token: &str,
+        language: &str,
+    ) -> Result<String, TemplateError> {
+        let (lang, dir) = self.language(language);
+        let text = self.render("sms.txt", &context! { app_name, token, lang, dir })?;
         Ok(one_line(&text))
     }
 
+    /// Renders everything once in every language with sample values: finds unknown
+    /// variables, filters and broken `extends` in overrides before the first user does.
     fn trial_render(&self) -> Result<(), TemplateError> {
         let vars = MailVars {
             app_name: "App",
@@ -229,25 +387,98 @@ impl Templates {
             link: "https://example.org/link",
             token: "123456",
         };
-        for purpose in PURPOSES {
-            self.mail(purpose, &vars)?;
-            self.page(Page::Confirm {
-                app_name: "App",
-                purpose,
-                action: "/submit",
-                sid: "sid",
-                client_secret: "secret",
-                token: "123456",
-            })?;
-        }
-        self.page(Page::Success { app_name: "App" })?;
-        self.sms("App", "123456")?;
-        self.page(Page::Failure {
+        let notice = NoticeVars {
             app_name: "App",
-            reason: "reason",
-        })?;
+            server_name: "example.org",
+            time: "2026-12-06 18:40 UTC",
+            client_ip: "203.0.113.*",
+        };
+        for lang in self.catalogues.tags() {
+            for purpose in PURPOSES {
+                self.mail(purpose, &vars, lang)?;
+                self.page(
+                    Page::Confirm {
+                        app_name: "App",
+                        purpose,
+                        action: "/submit",
+                        sid: "sid",
+                        client_secret: "secret",
+                        token: "123456",
+                    },
+                    lang,
+                )?;
+            }
+            for kind in [Notice::PasswordChanged, Notice::AddressRemoved] {
+                self.notice(kind, &notice, lang)?;
+            }
+            self.page(Page::Success { app_name: "App" }, lang)?;
+            self.sms("App", "123456", lang)?;
+            self.page(
+                Page::Failure {
+                    app_name: "App",
+                    reason: Failure::TokenIncorrect,
+                },
+                lang,
+            )?;
+        }
         Ok(())
     }
+}
+
+/// The variables of a template's context that messages may use.
+const MESSAGE_VARIABLES: [&str; 5] = ["server_name", "app_name", "token", "time", "client_ip"];
+
+/// `t("key", name=value, …)`: the message `key` in the template's `lang`, with the
+/// template's variables of [`MESSAGE_VARIABLES`] (and any keyword arguments) as its
+/// arguments. Plain text: an `.html` template escapes it like any other value.
+fn translate(
+    catalogues: &Catalogues,
+    state: &State,
+    key: &str,
+    kwargs: &Kwargs,
+) -> Result<String, minijinja::Error> {
+    let lang = state.lookup("lang");
+    let lang = lang
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| catalogues.default_language());
+    let mut args = fluent_bundle::FluentArgs::new();
+    for name in MESSAGE_VARIABLES {
+        if let Some(value) = state
+            .lookup(name)
+            .filter(|v| !v.is_undefined() && !v.is_none())
+        {
+            args.set(name, value.to_string());
+        }
+    }
+    for name in kwargs.args() {
+        let value: minijinja::Value = kwargs.get(name)?;
+        args.set(name.to_owned(), value.to_string());
+    }
+    kwargs.assert_all_used()?;
+    Ok(catalogues.message(lang, key, Some(&args)))
+}
+
+/// `text | wrap(width=72)`: breaks a paragraph into lines of at most `width` characters at
+/// spaces, for plain-text mail. A word longer than a line (a link, or a language written
+/// without spaces) stays whole.
+fn wrap(text: String, width: Option<usize>) -> String {
+    let width = width.unwrap_or(72).max(20);
+    let mut out = String::with_capacity(text.len() + text.len() / width);
+    let mut line = 0;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let len = word.chars().count();
+        if line > 0 && line + 1 + len > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += len;
+    }
+    out
 }
 
 /// The subject, text and HTML templates of a purpose's mail.

@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn catalogues() -> Arc<Catalogues> {
+    Arc::new(Catalogues::load(None, "en").expect("the shipped catalogues load"))
+}
+
 fn vars() -> MailVars<'static> {
     MailVars {
         app_name: "Example Chat",
@@ -18,9 +22,9 @@ fn html_escaped(s: &str) -> String {
 
 #[test]
 fn defaults_render_each_purpose_with_its_variables() {
-    let t = Templates::load(None).unwrap();
+    let t = Templates::load(None, catalogues()).unwrap();
     for purpose in PURPOSES {
-        let m = t.mail(purpose, &vars()).unwrap();
+        let m = t.mail(purpose, &vars(), "en").unwrap();
         for part in [&m.text, &m.html] {
             assert!(part.contains("tok123"), "{purpose:?}: {part}");
             assert!(part.contains("example.org"), "{purpose:?}: {part}");
@@ -34,8 +38,8 @@ fn defaults_render_each_purpose_with_its_variables() {
 
 #[test]
 fn subjects_follow_synapse_per_purpose() {
-    let t = Templates::load(None).unwrap();
-    let subject = |p| t.mail(p, &vars()).unwrap().subject;
+    let t = Templates::load(None, catalogues()).unwrap();
+    let subject = |p| t.mail(p, &vars(), "en").unwrap().subject;
     assert_eq!(
         subject(Purpose::Registration),
         "[example.org] Validate your email"
@@ -52,20 +56,20 @@ fn subjects_follow_synapse_per_purpose() {
 
 #[test]
 fn a_subject_never_contains_a_newline() {
-    let t = Templates::load(None).unwrap();
+    let t = Templates::load(None, catalogues()).unwrap();
     let hostile = MailVars {
         server_name: "evil.org\r\nBcc: victim@example.org\n",
         ..vars()
     };
     for purpose in PURPOSES {
-        let subject = t.mail(purpose, &hostile).unwrap().subject;
+        let subject = t.mail(purpose, &hostile, "en").unwrap().subject;
         assert!(!subject.contains(['\r', '\n']), "{subject:?}");
     }
 }
 
 #[test]
 fn hostile_values_are_html_escaped_in_mail_and_pages() {
-    let t = Templates::load(None).unwrap();
+    let t = Templates::load(None, catalogues()).unwrap();
     let evil = "<script>alert(1)</script>";
     let m = t
         .mail(
@@ -75,6 +79,7 @@ fn hostile_values_are_html_escaped_in_mail_and_pages() {
                 link: evil,
                 ..vars()
             },
+            "en",
         )
         .unwrap();
     assert!(!m.html.contains("<script>"), "{}", m.html);
@@ -83,19 +88,25 @@ fn hostile_values_are_html_escaped_in_mail_and_pages() {
     assert!(m.text.contains(evil));
 
     let pages = [
-        t.page(Page::Confirm {
-            app_name: evil,
-            purpose: Purpose::PasswordReset,
-            action: "\"><script>x</script>",
-            sid: evil,
-            client_secret: evil,
-            token: evil,
-        }),
-        t.page(Page::Success { app_name: evil }),
-        t.page(Page::Failure {
-            app_name: evil,
-            reason: evil,
-        }),
+        t.page(
+            Page::Confirm {
+                app_name: evil,
+                purpose: Purpose::PasswordReset,
+                action: "\"><script>x</script>",
+                sid: evil,
+                client_secret: evil,
+                token: evil,
+            },
+            "en",
+        ),
+        t.page(Page::Success { app_name: evil }, "en"),
+        t.page(
+            Page::Failure {
+                app_name: evil,
+                reason: Failure::Other,
+            },
+            "en",
+        ),
     ];
     for page in pages {
         let page = page.unwrap();
@@ -106,17 +117,20 @@ fn hostile_values_are_html_escaped_in_mail_and_pages() {
 
 #[test]
 fn the_confirm_page_has_one_form_posting_the_hidden_fields_to_the_action() {
-    let t = Templates::load(None).unwrap();
+    let t = Templates::load(None, catalogues()).unwrap();
     for purpose in PURPOSES {
         let page = t
-            .page(Page::Confirm {
-                app_name: "Example Chat",
-                purpose,
-                action: "submit_token",
-                sid: "s1",
-                client_secret: "cs",
-                token: "tok123",
-            })
+            .page(
+                Page::Confirm {
+                    app_name: "Example Chat",
+                    purpose,
+                    action: "submit_token",
+                    sid: "s1",
+                    client_secret: "cs",
+                    token: "tok123",
+                },
+                "en",
+            )
             .unwrap();
         assert_eq!(page.matches("<form").count(), 1, "{page}");
         assert_eq!(page.matches("<button").count(), 1, "{page}");
@@ -136,16 +150,19 @@ fn the_confirm_page_has_one_form_posting_the_hidden_fields_to_the_action() {
 
 #[test]
 fn the_confirm_page_explains_what_confirming_does_per_purpose() {
-    let t = Templates::load(None).unwrap();
+    let t = Templates::load(None, catalogues()).unwrap();
     let page = |purpose| {
-        t.page(Page::Confirm {
-            app_name: "A",
-            purpose,
-            action: "x",
-            sid: "s",
-            client_secret: "c",
-            token: "t",
-        })
+        t.page(
+            Page::Confirm {
+                app_name: "A",
+                purpose,
+                action: "x",
+                sid: "s",
+                client_secret: "c",
+                token: "t",
+            },
+            "en",
+        )
         .unwrap()
     };
     assert!(page(Purpose::Registration).contains("creating your account"));
@@ -155,23 +172,32 @@ fn the_confirm_page_explains_what_confirming_does_per_purpose() {
 
 #[test]
 fn success_and_failure_pages_show_the_app_and_the_reason() {
-    let t = Templates::load(None).unwrap();
+    let t = Templates::load(None, catalogues()).unwrap();
     let ok = t
-        .page(Page::Success {
-            app_name: "Example Chat",
-        })
+        .page(
+            Page::Success {
+                app_name: "Example Chat",
+            },
+            "en",
+        )
         .unwrap();
     assert!(
         ok.contains("Example Chat") && ok.contains("verified"),
         "{ok}"
     );
     let bad = t
-        .page(Page::Failure {
-            app_name: "Example Chat",
-            reason: "The link has expired.",
-        })
+        .page(
+            Page::Failure {
+                app_name: "Example Chat",
+                reason: Failure::TokenIncorrect,
+            },
+            "en",
+        )
         .unwrap();
-    assert!(bad.contains("The link has expired."), "{bad}");
+    assert!(
+        bad.contains("The code in this link is wrong or has expired."),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -182,17 +208,21 @@ fn an_override_replaces_one_template_and_leaves_the_others() {
         "Welcome to {{ app_name }}\n",
     )
     .unwrap();
-    let t = Templates::load(Some(dir.path())).unwrap();
+    let t = Templates::load(Some(dir.path()), catalogues()).unwrap();
     assert_eq!(
-        t.mail(Purpose::Registration, &vars()).unwrap().subject,
+        t.mail(Purpose::Registration, &vars(), "en")
+            .unwrap()
+            .subject,
         "Welcome to Example Chat"
     );
     assert_eq!(
-        t.mail(Purpose::PasswordReset, &vars()).unwrap().subject,
+        t.mail(Purpose::PasswordReset, &vars(), "en")
+            .unwrap()
+            .subject,
         "[example.org] Password reset"
     );
     assert!(
-        t.mail(Purpose::Registration, &vars())
+        t.mail(Purpose::Registration, &vars(), "en")
             .unwrap()
             .text
             .contains("tok123")
@@ -207,7 +237,10 @@ fn a_broken_override_fails_load_naming_the_file() {
         "{% if purpose %}never closed",
     )
     .unwrap();
-    let err = Templates::load(Some(dir.path())).err().unwrap().to_string();
+    let err = Templates::load(Some(dir.path()), catalogues())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("confirm.html"), "{err}");
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
 }
@@ -216,13 +249,16 @@ fn a_broken_override_fails_load_naming_the_file() {
 fn an_override_printing_an_unknown_variable_fails_load() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("add_threepid.txt"), "open {{ lnik }}\n").unwrap();
-    let err = Templates::load(Some(dir.path())).err().unwrap().to_string();
+    let err = Templates::load(Some(dir.path()), catalogues())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("add_threepid.txt"), "{err}");
 }
 
 #[test]
 fn a_missing_templates_dir_fails_load() {
-    let err = Templates::load(Some(Path::new("/nonexistent/templates")))
+    let err = Templates::load(Some(Path::new("/nonexistent/templates")), catalogues())
         .err()
         .unwrap()
         .to_string();

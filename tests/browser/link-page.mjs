@@ -20,6 +20,9 @@
 //       both passes, each with its own link
 //   option --text <substring>: the final page's text must also contain <substring>
 //       (e.g. the failure reason)
+//   option --locale <tag>: the browser's language (its Accept-Language), e.g. de
+//   option --lang <tag>: the confirmation page's <html lang> must be <tag>
+//   option --confirm-text <substring>: the confirmation page's text must contain <substring>
 //
 // Prints one JSON line per pass: {viewport, ok, errors, confirm: {...}, result: {...}} with
 // title, URL and HTTP status of each page. Exits 0 when every check passed, 1 on any mismatch,
@@ -37,6 +40,7 @@ const TIMEOUT_MS = 15_000;
 const USAGE = `usage:
   node link-page.mjs [--viewport phone|desktop] [--text <substring>] <link-url> <screenshot-dir> <expect>
   node link-page.mjs --phone <link-url> --desktop <link-url> [--text <substring>] <screenshot-dir> <expect>
+  options: [--locale <tag>] [--lang <tag>] [--confirm-text <substring>]
 where <expect> is success, failure or redirect:<url-prefix>`;
 
 function usage(message) {
@@ -49,6 +53,9 @@ function parseArgs(argv) {
   const positional = [];
   let viewport = 'phone';
   let text = null;
+  let locale = null;
+  let lang = null;
+  let confirmText = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => (i + 1 < argv.length ? argv[++i] : usage(`${arg} needs a value`));
@@ -56,6 +63,9 @@ function parseArgs(argv) {
     else if (arg === '--phone') links.phone = value();
     else if (arg === '--desktop') links.desktop = value();
     else if (arg === '--text') text = value();
+    else if (arg === '--locale') locale = value();
+    else if (arg === '--lang') lang = value();
+    else if (arg === '--confirm-text') confirmText = value();
     else if (arg.startsWith('--')) usage(`unknown option ${arg}`);
     else positional.push(arg);
   }
@@ -65,7 +75,7 @@ function parseArgs(argv) {
   if (!named) links[viewport] = positional.shift();
   const [dir, expect] = positional;
   if (!/^(success|failure|redirect:.+)$/.test(expect)) usage(`bad <expect> ${expect}`);
-  return { links, dir, expect, text };
+  return { links, dir, expect, text, locale, lang, confirmText };
 }
 
 // What the confirmation page holds, read from the DOM (works with JavaScript disabled: the
@@ -87,13 +97,19 @@ function inspectConfirmPage() {
     scripts: document.querySelectorAll('script').length,
     scrollWidth: document.documentElement.scrollWidth,
     innerWidth: window.innerWidth,
+    lang: document.documentElement.lang,
+    text: document.body.innerText,
   };
 }
 
-async function pass(browser, viewportName, link, { dir, expect, text }) {
+async function pass(browser, viewportName, link, { dir, expect, text, locale, lang, confirmText }) {
   const errors = [];
   const report = { viewport: viewportName, link, ok: false, errors, confirm: null, result: null };
-  const context = await browser.newContext({ ...VIEWPORTS[viewportName], serviceWorkers: 'block' });
+  const context = await browser.newContext({
+    ...VIEWPORTS[viewportName],
+    serviceWorkers: 'block',
+    ...(locale ? { locale } : {}),
+  });
   context.setDefaultTimeout(TIMEOUT_MS);
   const page = await context.newPage();
   const redirectPrefix = expect.startsWith('redirect:') ? expect.slice('redirect:'.length) : null;
@@ -106,7 +122,8 @@ async function pass(browser, viewportName, link, { dir, expect, text }) {
   try {
     const response = await page.goto(link, { waitUntil: 'load' });
     const seen = await page.evaluate(inspectConfirmPage);
-    report.confirm = { title: await page.title(), url: page.url(), status: response?.status() ?? null, ...seen };
+    const { text: _pageText, ...shown } = seen;
+    report.confirm = { title: await page.title(), url: page.url(), status: response?.status() ?? null, ...shown };
     await page.screenshot({ path: join(dir, `confirm-${viewportName}.png`), fullPage: true });
 
     if (report.confirm.status !== 200) errors.push(`confirmation page answered ${report.confirm.status}, not 200`);
@@ -116,6 +133,10 @@ async function pass(browser, viewportName, link, { dir, expect, text }) {
       if (!seen.hidden.includes(name)) errors.push(`the form has no hidden ${name}`);
     }
     if (seen.submitButtons !== 1) errors.push(`the form has ${seen.submitButtons} submit buttons, not 1`);
+    if (lang !== null && seen.lang !== lang) errors.push(`the page's lang is ${seen.lang}, not ${lang}`);
+    if (confirmText !== null && !seen.text.includes(confirmText)) {
+      errors.push(`the confirmation page does not say ${JSON.stringify(confirmText)}`);
+    }
     if (seen.controls !== 1) errors.push(`the page has ${seen.controls} visible controls, not just the button`);
     // Against the device's width: a phone widens its layout viewport for a page without
     // <meta name=viewport content="width=device-width"> or with content too wide.

@@ -153,3 +153,66 @@ async fn with_a_next_link_the_browser_lands_there_with_the_sid() {
     .await
     .expect("browser run");
 }
+
+/// Each shipped language in Chromium: a requestToken that asks for it mails in it, and a
+/// browser set to it sees the confirmation page (`<html lang>`, its button) and the success
+/// page in it. Screenshots: `target/screenshots/languages/<tag>/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_language_s_link_pages_in_a_browser_set_to_it() {
+    let sidecar = sidecar().await;
+    let catalogues =
+        threepid_sidecar::i18n::Catalogues::load(None, "en").expect("the shipped catalogues");
+    for (n, tag) in catalogues.tags().enumerate() {
+        let before = eml_files(&sidecar).len();
+        let answer = http::send(
+            hyper::Method::POST,
+            &sidecar.url("/_matrix/client/v3/register/email/requestToken"),
+            &[
+                ("content-type", "application/json"),
+                ("accept-language", tag),
+            ],
+            json!({"client_secret": format!("lang-{n}"), "email": "pat@example.org",
+                   "send_attempt": 1})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{tag}: {}", answer.text());
+        let files = eml_files(&sidecar);
+        assert_eq!(files.len(), before + 1);
+        let raw = std::fs::read(files.last().expect("a mail")).expect("the .eml");
+        let message = mail_parser::MessageParser::default()
+            .parse(&raw)
+            .expect("a parsable mail");
+        let subject = message.subject().expect("a subject").to_owned();
+        assert!(
+            subject.ends_with(&catalogues.message(tag, "registration-subject", None)),
+            "{tag}: {subject}"
+        );
+        let link = link_in(&message.body_text(0).expect("a text part"));
+        let button = catalogues.message(tag, "confirm-registration-button", None);
+        let done = catalogues.message(tag, "success-title", None);
+        let dir = screenshots(&format!("languages/{tag}"))
+            .display()
+            .to_string();
+        let tag = tag.to_owned();
+        tokio::task::spawn_blocking(move || {
+            browser(&[
+                "--viewport",
+                "desktop",
+                "--locale",
+                &tag,
+                "--lang",
+                &tag,
+                "--confirm-text",
+                &button,
+                "--text",
+                &done,
+                &link,
+                &dir,
+                "success",
+            ]);
+        })
+        .await
+        .expect("browser run");
+    }
+}

@@ -233,3 +233,66 @@ fn the_config_path_can_come_from_threepid_sidecar_config() {
     );
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
 }
+
+#[test]
+fn check_config_reports_catalogue_keys_missing_or_unknown_against_english_and_refuses_a_broken_one()
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let i18n = dir.path().join("i18n");
+    std::fs::create_dir_all(i18n.join("sv")).expect("sv");
+    std::fs::write(
+        i18n.join("sv/messages.ftl"),
+        "mail-greeting = Hej,\nsv-only = Bara här\n",
+    )
+    .expect("write sv");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("[i18n]\ndir = {:?}\n", i18n.display().to_string()),
+    )
+    .expect("write the config");
+    let out = run(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("i18n: sv lacks 53 message(s) English has"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("registration-subject"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("i18n: sv has message(s) English lacks, never used: sv-only"),
+        "{}",
+        out.stderr
+    );
+    // The shipped languages are complete: nothing is said of them.
+    assert!(!out.stderr.contains("i18n: de "), "{}", out.stderr);
+
+    std::fs::write(i18n.join("sv/messages.ftl"), "mail-greeting = { $broken\n").expect("write");
+    let out = run(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.code, Some(EXIT_CONFIG), "{}", out.stderr);
+    assert!(out.stderr.contains("messages.ftl"), "{}", out.stderr);
+
+    std::fs::write(&path, "[i18n]\ndefault_language = \"xx\"\n").expect("write the config");
+    let out = run(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.code, Some(EXIT_CONFIG), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("i18n.default_language"),
+        "{}",
+        out.stderr
+    );
+}

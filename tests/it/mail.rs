@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use threepid_sidecar::config::Config;
 use threepid_sidecar::delivery::email::EmailSender;
-use threepid_sidecar::delivery::{DeliveryError, MailRequest, Mailer};
+use threepid_sidecar::delivery::{DeliveryError, MailContent, MailRequest, Mailer};
+use threepid_sidecar::i18n::Catalogues;
 use threepid_sidecar::templates::Templates;
 use threepid_sidecar::threepid::Purpose;
 
@@ -22,7 +23,8 @@ fn sender(email_section: &str) -> EmailSender {
         "[email]\nfrom = \"Example Chat <noreply@chat.example.org>\"\napp_name = \"Example Chat\"\n{email_section}"
     ))
     .expect("test config is valid");
-    let templates = Arc::new(Templates::load(None).expect("built-in templates load"));
+    let catalogues = Arc::new(Catalogues::load(None, "en").expect("catalogues load"));
+    let templates = Arc::new(Templates::load(None, catalogues).expect("built-in templates load"));
     EmailSender::new(&config.email, "example.org", templates).expect("sender builds")
 }
 
@@ -41,9 +43,12 @@ fn link(token: &str) -> String {
 fn request<'a>(purpose: Purpose, link: &'a str, token: &'a str) -> MailRequest<'a> {
     MailRequest {
         to: "alice@example.org",
-        purpose,
-        link,
-        token,
+        language: "en",
+        content: MailContent::Verification {
+            purpose,
+            link,
+            token,
+        },
     }
 }
 

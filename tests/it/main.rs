@@ -5,6 +5,7 @@ mod creds;
 mod deploy;
 mod email_flow;
 mod input_table;
+mod languages;
 mod mail;
 mod msisdn;
 mod outbox;

@@ -744,12 +744,15 @@ async fn a_permanent_refusal_is_dead_lettered_at_once() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
 
-    eventually(DELIVERY_WAIT, "both are dead-lettered", || async {
-        let mut conn = conn.clone();
-        xlen(&mut conn, DEAD).await == 2
-    })
+    eventually(
+        DELIVERY_WAIT,
+        "both are dead-lettered and gone from the outbox",
+        || async {
+            let mut conn = conn.clone();
+            xlen(&mut conn, DEAD).await == 2 && xlen(&mut conn, OUTBOX).await == 0
+        },
+    )
     .await;
-    assert_eq!(xlen(&mut conn, OUTBOX).await, 0, "gone from the outbox");
     let dead = xrange(&mut conn, DEAD).await;
     for letter in &dead {
         assert_eq!(letter["attempts"], "1", "{letter:?}");

@@ -20,15 +20,24 @@ fn email_config(extra: &str) -> Email {
 }
 
 fn templates() -> Arc<Templates> {
-    Arc::new(Templates::load(None).expect("built-in templates load"))
+    Arc::new(
+        Templates::load(
+            None,
+            Arc::new(crate::i18n::Catalogues::load(None, "en").expect("catalogues")),
+        )
+        .expect("built-in templates load"),
+    )
 }
 
 fn request(purpose: Purpose) -> MailRequest<'static> {
     MailRequest {
         to: "alice@example.org",
-        purpose,
-        link: "https://m.example.org/submit?sid=s1&token=tok123",
-        token: "tok123",
+        language: "en",
+        content: MailContent::Verification {
+            purpose,
+            link: "https://m.example.org/submit?sid=s1&token=tok123",
+            token: "tok123",
+        },
     }
 }
 
@@ -111,7 +120,7 @@ async fn logs_show_the_masked_address_never_the_address_link_or_token() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("a***@example.org"), "{logs}");
     assert!(
-        logs.contains("verification mail sent") && logs.contains("not sent"),
+        logs.contains("mail sent") && logs.contains("not sent"),
         "{logs}"
     );
     for secret in ["alice@", "tok123", "https://m.example.org"] {

@@ -38,6 +38,8 @@ impl RawEntry {
                 token: SecretString::from(take("token")?),
                 token_hash: TokenHash::from_hex(&hash).ok_or("hash")?,
                 client_secret: SecretString::from(take("secret").unwrap_or_default()),
+                // Entries queued before languages were kept have none: the default.
+                language: take("lang").ok().filter(|l| !l.is_empty()),
                 id: self.id.clone(),
                 enqueued_ms,
                 attempt,

@@ -22,8 +22,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    OutboxMessage, PURPOSE_NOTE_TTL, SendDecision, SendRequest, Session, SessionStore, StoreError,
-    StoreSettings, SubmitOutcome,
+    OutboxMessage, PURPOSE_NOTE_TTL, PurposeNote, SendDecision, SendRequest, Session, SessionStore,
+    StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
@@ -51,7 +51,7 @@ pub struct MemoryStore {
     /// Keys this process's address hashes (nothing outside it needs to agree).
     address_key: AddressKey,
     /// Via-upstream purpose notes, oldest first, each with its expiry (unix ms).
-    purposes: Mutex<HashMap<NoteKey, VecDeque<(Purpose, u64)>>>,
+    purposes: Mutex<HashMap<NoteKey, VecDeque<(PurposeNote, u64)>>>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +131,7 @@ impl MemoryStore {
             if req.next_link.is_some() {
                 entry.session.next_link = req.next_link;
             }
+            entry.session.language = Some(req.language);
             // A validated session lives one lifetime from its validation, however often it
             // is continued.
             if entry.session.validated_at.is_none() {
@@ -155,6 +156,7 @@ impl MemoryStore {
             client_secret: req.client_secret,
             purpose: req.purpose,
             next_link: req.next_link,
+            language: Some(req.language),
             send_attempt: req.send_attempt,
             failed_submits: 0,
             validated_at: None,
@@ -361,7 +363,7 @@ impl SessionStore for MemoryStore {
         medium: Medium,
         address: &'a str,
         client_secret: &'a SecretHash,
-        purpose: Purpose,
+        note: &'a PurposeNote,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let ttl = u64::try_from(PURPOSE_NOTE_TTL.as_millis()).unwrap_or(u64::MAX);
@@ -376,7 +378,7 @@ impl SessionStore for MemoryStore {
         notes
             .entry((medium, address.to_owned(), *client_secret))
             .or_default()
-            .push_back((purpose, now_ms.saturating_add(ttl)));
+            .push_back((note.clone(), now_ms.saturating_add(ttl)));
         futures_util::future::ready(Ok(())).boxed()
     }
 
@@ -386,14 +388,14 @@ impl SessionStore for MemoryStore {
         address: &'a str,
         client_secret: &'a SecretHash,
         now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<PurposeNote>, StoreError>> {
         let mut notes = self.purposes.lock().unwrap_or_else(|e| e.into_inner());
         let key = (medium, address.to_owned(), *client_secret);
         let mut found = None;
         if let Some(queue) = notes.get_mut(&key) {
-            while let Some((purpose, expires)) = queue.pop_front() {
+            while let Some((note, expires)) = queue.pop_front() {
                 if expires > now_ms {
-                    found = Some(purpose);
+                    found = Some(note);
                     break;
                 }
             }

@@ -24,6 +24,7 @@ fn request(address: &str, attempt: u64, token: &str, now_ms: u64) -> SendRequest
         purpose: Purpose::Registration,
         next_link: None,
         send_attempt: attempt,
+        language: "en".into(),
         token: TokenHash::of(token),
         token_expires_ms: now_ms + HOUR,
         now_ms,

@@ -11,23 +11,23 @@
 -- Returns {'', 'limited', retry_after_ms}, or the sid followed by the rule's decision.
 local A = ARGV
 if KEYS[3] then
-  local limit = gcra(KEYS[3], A[16], A[17], A[18])
+  local limit = gcra(KEYS[3], A[17], A[18], A[19])
   if limit[1] == 0 then return {'', 'limited', string.format('%d', limit[2])} end
 end
 local sid = redis.call('GET', KEYS[1])
 if sid then
   redis.call('PEXPIRE', KEYS[1], A[1])
 else
-  sid = A[12]
+  sid = A[13]
   redis.call('SET', KEYS[1], sid, 'PX', A[1])
 end
-local key = A[13] .. sid .. '}'
+local key = A[14] .. sid .. '}'
 local decision = decide(key, A)
 if decision[1] == 'created' or decision[1] == 'continued' then
   -- The entry before the session change, as in the steps: should the change fail, the
   -- entry is an orphan, which a sender drops unsent.
   redis.call('XADD', KEYS[2], '*', 'sid', sid, 'medium', A[3], 'address', A[4],
-    'purpose', A[6], 'token', A[14], 'hash', A[10], 'secret', A[15])
+    'purpose', A[6], 'token', A[15], 'hash', A[10], 'secret', A[16], 'lang', A[12])
   commit(key, A, decision)
 end
 table.insert(decision, 1, sid)

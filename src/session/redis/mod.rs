@@ -41,8 +41,8 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 
 use super::{
-    LimitedSend, OutboxMessage, PURPOSE_NOTE_TTL, SendDecision, SendRequest, Session, SessionStore,
-    StoreError, StoreSettings, SubmitOutcome,
+    LimitedSend, OutboxMessage, PURPOSE_NOTE_TTL, PurposeNote, SendDecision, SendRequest, Session,
+    SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
@@ -264,7 +264,7 @@ impl SessionStore for RedisStore {
         medium: Medium,
         address: &'a str,
         client_secret: &'a SecretHash,
-        purpose: Purpose,
+        note: &'a PurposeNote,
         _now_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let op = async move {
@@ -276,7 +276,7 @@ impl SessionStore for RedisStore {
             pipe.atomic()
                 .cmd("RPUSH")
                 .arg(&key)
-                .arg(purpose.as_str())
+                .arg(format!("{} {}", note.purpose.as_str(), note.language))
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&key)
@@ -298,7 +298,7 @@ impl SessionStore for RedisStore {
         address: &'a str,
         client_secret: &'a SecretHash,
         _now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Purpose>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<PurposeNote>, StoreError>> {
         let op = async move {
             let mut cmd = redis::cmd("LPOP");
             cmd.arg(self.purpose_key(medium, address, client_secret));
@@ -307,10 +307,16 @@ impl SessionStore for RedisStore {
                 .connection
                 .first_call(move |mut c| async move { cmd.query_async(&mut c).await })
                 .await?;
+            // "<purpose> <language>"
             noted
-                .map(|p| {
-                    Purpose::parse(&p)
-                        .ok_or_else(|| StoreError::Corrupt(format!("unknown purpose {p:?}")))
+                .map(|text| {
+                    let (purpose, language) = text.split_once(' ').unwrap_or((&text, ""));
+                    Purpose::parse(purpose)
+                        .map(|purpose| PurposeNote {
+                            purpose,
+                            language: language.to_owned(),
+                        })
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown purpose {purpose:?}")))
                 })
                 .transpose()
         };

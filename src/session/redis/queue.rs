@@ -46,7 +46,9 @@ impl RedisStore {
             .arg("hash")
             .arg(req.token.to_hex())
             .arg("secret")
-            .arg(message.client_secret.expose_secret());
+            .arg(message.client_secret.expose_secret())
+            .arg("lang")
+            .arg(&req.language);
         self.connection
             .call(conn.generation, xadd.query_async(&mut conn.manager))
             .await

@@ -1,7 +1,7 @@
 -- The `send_attempt` rule (DESIGN §4) on one session hash, shared by begin.lua and
 -- begin_queued.lua (each is this file followed by its own). A is the rule's arguments:
 -- lifetime ms, now ms, medium, address, secret, purpose, has next_link ('1'/'0'), next_link,
--- send_attempt, token hex, token expiry ms.
+-- send_attempt, token hex, token expiry ms, language.
 
 -- What the request does to the session `key`: {'created'} when there is none (which also
 -- heals a crash between the lookup and the session), {'continued', old attempt},
@@ -43,5 +43,6 @@ local function commit(key, A, decision)
     redis.call('HSET', key, 'attempt', A[9], 'attempt_token', A[10], 't:' .. A[10], A[11])
   end
   if A[7] == '1' then redis.call('HSET', key, 'next_link', A[8]) end
+  redis.call('HSET', key, 'lang', A[12])
   if extend then redis.call('PEXPIRE', key, A[1]) end
 end

@@ -195,7 +195,8 @@ impl RedisStore {
             .arg(req.next_link.as_deref().unwrap_or(""))
             .arg(req.send_attempt)
             .arg(req.token.to_hex())
-            .arg(req.token_expires_ms);
+            .arg(req.token_expires_ms)
+            .arg(&req.language);
     }
 
     /// Step 2 of `begin_send`: create or continue the session under the `send_attempt` rule.
@@ -384,6 +385,7 @@ pub(super) fn session_from(sid: &str, f: &HashMap<String, String>) -> Result<Ses
         client_secret: SecretHash::from_hex(field("secret")?).ok_or_else(|| bad("secret"))?,
         purpose: Purpose::parse(field("purpose")?).ok_or_else(|| bad("purpose"))?,
         next_link: f.get("next_link").cloned(),
+        language: f.get("lang").filter(|l| !l.is_empty()).cloned(),
         send_attempt: parse(field("attempt")?, "attempt")?,
         failed_submits: parse(field("failed")?, "failed")?,
         validated_at: f

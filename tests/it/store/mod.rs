@@ -117,6 +117,7 @@ fn request(address: &str, attempt: u64, token: &str) -> SendRequest {
         purpose: Purpose::Registration,
         next_link: None,
         send_attempt: attempt,
+        language: "en".into(),
         token: TokenHash::of(token),
         token_expires_ms: NOW + HOUR,
         now_ms: NOW,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use threepid_sidecar::session::{SendDecision, SessionStore, SubmitOutcome};
+use threepid_sidecar::session::{PurposeNote, SendDecision, SessionStore, SubmitOutcome};
 use threepid_sidecar::threepid::{Medium, Purpose};
 use threepid_sidecar::token::{SecretHash, TokenHash};
 
@@ -310,6 +310,13 @@ pub(super) async fn ping_answers(store: Arc<dyn SessionStore>) {
     store.ping().await.expect("ping");
 }
 
+fn note(purpose: Purpose, language: &str) -> PurposeNote {
+    PurposeNote {
+        purpose,
+        language: language.to_owned(),
+    }
+}
+
 pub(super) async fn a_noted_purpose_is_taken_once_by_the_same_request_only(
     store: Arc<dyn SessionStore>,
 ) {
@@ -319,7 +326,7 @@ pub(super) async fn a_noted_purpose_is_taken_once_by_the_same_request_only(
             Medium::Email,
             "a@example.org",
             &secret(),
-            Purpose::PasswordReset,
+            &note(Purpose::PasswordReset, "de"),
             NOW,
         )
         .await
@@ -338,7 +345,7 @@ pub(super) async fn a_noted_purpose_is_taken_once_by_the_same_request_only(
     assert_eq!(found(Medium::Msisdn, "a@example.org", secret()).await, None);
     assert_eq!(
         found(Medium::Email, "a@example.org", secret()).await,
-        Some(Purpose::PasswordReset)
+        Some(note(Purpose::PasswordReset, "de"))
     );
     assert_eq!(
         found(Medium::Email, "a@example.org", secret()).await,
@@ -348,17 +355,23 @@ pub(super) async fn a_noted_purpose_is_taken_once_by_the_same_request_only(
     // Two accepted requests, two notes, taken in their order.
     for purpose in [Purpose::AddThreepid, Purpose::Registration] {
         store
-            .note_purpose(Medium::Email, "a@example.org", &secret(), purpose, NOW + 2)
+            .note_purpose(
+                Medium::Email,
+                "a@example.org",
+                &secret(),
+                &note(purpose, "en"),
+                NOW + 2,
+            )
             .await
             .unwrap();
     }
     assert_eq!(
         found(Medium::Email, "a@example.org", secret()).await,
-        Some(Purpose::AddThreepid)
+        Some(note(Purpose::AddThreepid, "en"))
     );
     assert_eq!(
         found(Medium::Email, "a@example.org", secret()).await,
-        Some(Purpose::Registration)
+        Some(note(Purpose::Registration, "en"))
     );
     assert_eq!(found(Medium::Email, "a@example.org", secret()).await, None);
 }
