@@ -15,6 +15,7 @@ pub mod i18n;
 pub mod matrix;
 pub mod metrics;
 pub mod outbox;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_link;
@@ -55,9 +56,14 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     pub sms: Arc<dyn SmsSender>,
     pub templates: Arc<Templates>,
+    /// Which addresses may be verified at all.
+    pub policy: policy::Policy,
     ready: AtomicBool,
     request_ids: AtomicU64,
     request_id_prefix: u32,
+    /// The UTC day (days since the epoch) the SMS budget was last found spent on, so that
+    /// the log says so once a day.
+    pub budget_spent_warned: AtomicU64,
     /// The store's address-hash key, read from it once.
     address_key: tokio::sync::OnceCell<crate::ratelimit::AddressKey>,
 }
@@ -106,13 +112,92 @@ impl AppState {
         &self,
         message: &delivery::Outgoing<'_>,
     ) -> Result<(), delivery::DeliveryError> {
-        delivery::deliver(
+        let sent = delivery::deliver(
             &*self.mailer,
             &*self.sms,
             &self.config.server.public_baseurl,
             message,
         )
-        .await
+        .await;
+        if sent.is_ok() && message.medium == threepid::Medium::Msisdn {
+            self.metrics
+                .sms_sent(&validate::region_of(message.address).unwrap_or_default());
+        }
+        sent
+    }
+
+    /// Mails a security notice now (the outbox's senders, or the memory store's request).
+    pub async fn mail_notice(
+        &self,
+        notice: threepid::Notice,
+        address: &str,
+        language: &str,
+        time: &str,
+        client_ip: &str,
+    ) -> Result<(), delivery::DeliveryError> {
+        let mail = delivery::MailRequest {
+            to: address,
+            language,
+            content: delivery::MailContent::Notice {
+                notice,
+                time,
+                client_ip,
+            },
+        };
+        let sent = self.mailer.send(mail).await;
+        self.metrics.notice(
+            notice.as_str(),
+            if sent.is_ok() { "sent" } else { "failed" },
+        );
+        sent
+    }
+
+    /// Tells the owner of `address` (an email address) that its account changed, if
+    /// `[notices]` says so: queued in the outbox, or (memory store) sent here. Never fails
+    /// the request that caused it: a notice that cannot be queued or sent is logged.
+    pub async fn notify(
+        &self,
+        notice: threepid::Notice,
+        address: &str,
+        language: &str,
+        client_ip: std::net::IpAddr,
+    ) {
+        let wanted = match notice {
+            threepid::Notice::PasswordChanged => self.config.notices.password_changed,
+            threepid::Notice::AddressRemoved => self.config.notices.address_removed,
+        };
+        if !wanted {
+            return;
+        }
+        let message = session::NoticeMessage {
+            notice,
+            address: address.to_owned(),
+            language: language.to_owned(),
+            time: notice_time(self.now_ms()),
+            client_ip: validate::mask_ip(client_ip),
+        };
+        let to = validate::mask_address(address);
+        match self.store.queue_notice(&message).await {
+            Ok(true) => {
+                self.metrics.notice(notice.as_str(), "queued");
+                tracing::info!(%to, notice = notice.as_str(), "notice queued");
+            }
+            Ok(false) => {
+                let sent = self
+                    .mail_notice(
+                        notice,
+                        &message.address,
+                        &message.language,
+                        &message.time,
+                        &message.client_ip,
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(%to, error = %e, "could not send a notice");
+                }
+            }
+            Err(e) => tracing::warn!(%to, error = %e, "could not queue a notice"),
+        }
     }
 
     /// Now, in unix milliseconds.
@@ -121,6 +206,14 @@ impl AppState {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
+}
+
+/// `2026-12-06 18:40 UTC`: how a notice says when.
+fn notice_time(now_ms: u64) -> String {
+    let at = UNIX_EPOCH + std::time::Duration::from_millis(now_ms);
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    // 2026-12-06T18:40:12Z
+    format!("{} {} UTC", &text[..10], &text[11..16])
 }
 
 /// Why the sidecar could not start. The binary exits with a non-zero status.
@@ -142,6 +235,8 @@ pub enum StartError {
     Templates(#[from] templates::TemplateError),
     #[error("i18n: {0}")]
     I18n(#[from] i18n::I18nError),
+    #[error("policy: {0}")]
+    Policy(String),
     #[error("email: {0}")]
     Mail(#[from] delivery::DeliveryError),
 }
@@ -259,6 +354,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         templates.clone(),
     )?);
     let sms = sms::from_config(&config.sms, &config.email.app_name, templates.clone())?;
+    let policy = policy::Policy::new(&config.policy, &config.sms).map_err(StartError::Policy)?;
     let metrics = Arc::new(Metrics::new());
     let (store, redis) = build_store(&config, &metrics)?;
     let outbox_reader = redis.as_ref().map(|_| outbox_reader(&config)).transpose()?;
@@ -329,10 +425,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         mailer,
         sms,
         templates,
+        policy,
         ready: AtomicBool::new(false),
         request_ids: AtomicU64::new(0),
         request_id_prefix: rand::random(),
         address_key: tokio::sync::OnceCell::new(),
+        budget_spent_warned: AtomicU64::new(0),
     });
     let (stop_traffic, stop_traffic_rx) = watch::channel(false);
     let (stop_admin, stop_admin_rx) = watch::channel(false);
@@ -353,6 +451,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ));
     } else {
         tracing::info!(mode = ?state.upstream.compat.mode(), active = state.upstream.compat.is_active(), "v3→r0 path compatibility");
+    }
+    if state.policy.disposable().is_some() {
+        let watching = state.clone();
+        let stop = stop_traffic.subscribe();
+        let hangups = policy::disposable::hangups();
+        tokio::spawn(async move {
+            if let Some(list) = watching.policy.disposable() {
+                policy::disposable::watch(list, hangups, stop).await;
+            }
+        });
     }
     let outbox = redis.zip(outbox_reader).map(|(redis, reader)| {
         let queue = outbox::redis::RedisQueue::new(redis, reader);

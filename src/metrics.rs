@@ -88,6 +88,23 @@ struct MessageLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    medium: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CountryLabels {
+    country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NoticeLabels {
+    notice: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
 }
@@ -111,6 +128,9 @@ pub struct Metrics {
     store_latency: Family<OperationLabels, Histogram>,
     store_errors: Family<OperationLabels, Counter>,
     messages: Family<MessageLabels, Counter>,
+    policy_refusals: Family<RefusalLabels, Counter>,
+    sms_sent: Family<CountryLabels, Counter>,
+    notices: Family<NoticeLabels, Counter>,
     outbox_length: Gauge,
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     path_compat: Gauge,
@@ -191,6 +211,27 @@ impl Metrics {
             "Session store calls that failed (unreachable, timed out), by operation",
             store_errors.clone(),
         );
+        let policy_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "policy_refusals",
+            "requestTokens refused by the address policy, by medium and reason: denied_domain, \
+             denied_address, disposable, country, webhook (it said no, or could not be asked \
+             with webhook_failure = deny), budget (sms.daily_budget spent)",
+            policy_refusals.clone(),
+        );
+        let sms_sent = Family::<CountryLabels, Counter>::default();
+        registry.register(
+            "sms_sent",
+            "SMS handed to the gateway, by the country of the number (ISO 3166-1 alpha-2)",
+            sms_sent.clone(),
+        );
+        let notices = Family::<NoticeLabels, Counter>::default();
+        registry.register(
+            "notices",
+            "Security notices by kind (password_changed, address_removed) and outcome: queued, \
+             sent, failed (an attempt)",
+            notices.clone(),
+        );
         let messages = Family::<MessageLabels, Counter>::default();
         registry.register(
             "messages",
@@ -236,6 +277,9 @@ impl Metrics {
             store_latency,
             store_errors,
             messages,
+            policy_refusals,
+            sms_sent,
+            notices,
             outbox_length,
             outbox_oldest_age,
             path_compat,
@@ -301,6 +345,27 @@ impl Metrics {
     pub fn message(&self, medium: &'static str, outcome: &'static str) {
         self.messages
             .get_or_create(&MessageLabels { medium, outcome })
+            .inc();
+    }
+
+    pub fn policy_refused(&self, medium: &'static str, reason: &'static str) {
+        self.policy_refusals
+            .get_or_create(&RefusalLabels { medium, reason })
+            .inc();
+    }
+
+    /// An SMS went out to a number of `country` (empty when the number resolves to none).
+    pub fn sms_sent(&self, country: &str) {
+        self.sms_sent
+            .get_or_create(&CountryLabels {
+                country: country.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn notice(&self, notice: &'static str, outcome: &'static str) {
+        self.notices
+            .get_or_create(&NoticeLabels { notice, outcome })
             .inc();
     }
 

@@ -170,6 +170,8 @@ pub enum LimitKey {
     },
     /// submitToken, per client IP: slows token guessing across sessions.
     SubmitIp { ip: IpAddr },
+    /// SMS, per country of the number (ISO 3166-1 alpha-2): `sms.per_country_per_hour`.
+    SmsCountry { region: String },
 }
 
 impl LimitKey {
@@ -187,6 +189,7 @@ impl LimitKey {
             Self::RequestTokenIp { .. } => "request_token_ip",
             Self::RequestTokenAddress { .. } => "request_token_address",
             Self::SubmitIp { .. } => "submit_ip",
+            Self::SmsCountry { .. } => "sms_country",
         }
     }
 }
@@ -200,6 +203,7 @@ impl fmt::Display for LimitKey {
                 write!(f, "{name}:{medium}:{}", address.as_hex())
             }
             Self::SubmitIp { ip } => write!(f, "{name}:{}", IpBlock(*ip)),
+            Self::SmsCountry { region } => write!(f, "{name}:{region}"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The words every layer speaks: which kind of third-party identifier an address is
-//! ([`Medium`]) and why it is being verified ([`Purpose`]). Routes, validation, rate limits,
+//! ([`Medium`]), why it is being verified ([`Purpose`]), and what a security notice tells its
+//! owner ([`Notice`]). Routes, validation, rate limits,
 //! templates, delivery and the store all name them; this module imports nothing of ours, so
 //! that naming a medium never pulls in the store.
 
@@ -57,6 +58,32 @@ impl Purpose {
             "registration" => Some(Purpose::Registration),
             "password_reset" => Some(Purpose::PasswordReset),
             "add_threepid" => Some(Purpose::AddThreepid),
+            _ => None,
+        }
+    }
+}
+
+/// A security notice: something changed on the account of an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The password was changed with a reset verified by this address.
+    PasswordChanged,
+    /// This address was removed from an account.
+    AddressRemoved,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notice::PasswordChanged => "password_changed",
+            Notice::AddressRemoved => "address_removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "password_changed" => Some(Notice::PasswordChanged),
+            "address_removed" => Some(Notice::AddressRemoved),
             _ => None,
         }
     }

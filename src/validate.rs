@@ -209,6 +209,40 @@ pub fn token_request(
     })
 }
 
+/// The country (ISO 3166-1 alpha-2) a canonical phone number (E.164 digits without `+`)
+/// belongs to, as the phone-number library resolves it from the number itself — never
+/// from what the client said its country was.
+pub fn region_of(msisdn: &str) -> Option<String> {
+    let number = phonenumber::parse(None, format!("+{msisdn}")).ok()?;
+    let country = number.country();
+    if let Some(id) = country.id() {
+        return Some(id.as_ref().to_owned());
+    }
+    // A number in no region's ranges: the main region of its calling code (+44 → GB).
+    phonenumber::metadata::DATABASE
+        .region(&country.code())?
+        .first()
+        .map(|region| (*region).to_owned())
+}
+
+/// A client address as a notice shows it: the network, not the host (`203.0.113.*`,
+/// `2001:db8:1::*`).
+pub fn mask_ip(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.*")
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => mask_ip(std::net::IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::*", s[0], s[1], s[2])
+            }
+        },
+    }
+}
+
 /// An address shown in logs: `a***@example.org`, `+44*******01`.
 pub fn mask_address(address: &str) -> String {
     match address.split_once('@') {
@@ -235,6 +269,21 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_numbers_region_comes_from_the_number_itself() {
+        assert_eq!(region_of("447700900123").as_deref(), Some("GB"));
+        assert_eq!(region_of("4915123456789").as_deref(), Some("DE"));
+        assert_eq!(region_of("12015550123").as_deref(), Some("US"));
+        assert_eq!(region_of("notanumber"), None);
+    }
+
+    #[test]
+    fn a_notice_shows_the_network_not_the_host() {
+        assert_eq!(mask_ip("203.0.113.9".parse().unwrap()), "203.0.113.*");
+        assert_eq!(mask_ip("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::*");
+        assert_eq!(mask_ip("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.*");
     }
 
     #[test]

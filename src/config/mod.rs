@@ -128,6 +128,8 @@ pub struct Config {
     pub rate_limit: RateLimits,
     pub admin: Admin,
     pub i18n: I18n,
+    pub policy: Policy,
+    pub notices: Notices,
     pub log: Log,
 }
 
@@ -280,6 +282,96 @@ pub struct Sms {
     /// Redis store: an SMS not sent within this long after its request is dead-lettered.
     pub max_retry_age: Duration,
     pub log_codes: bool,
+    /// Only numbers of these countries (ISO 3166-1 alpha-2, as the number resolves), if set.
+    pub allowed_countries: Option<Vec<String>>,
+    /// Never numbers of these countries.
+    pub denied_countries: Vec<String>,
+    /// SMS per country and hour, across replicas (GCRA: a burst of this many, then a steady
+    /// rate), if set.
+    pub per_country_per_hour: Option<RateLimit>,
+    /// SMS per UTC day across replicas, if set: at the budget, msisdn requestToken answers 429.
+    pub daily_budget: Option<u64>,
+}
+
+/// `[policy]`: which addresses may be verified at all.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `example.org` (that domain) or `*.example.org` (every name under it); checked.
+    pub denied_domains: Vec<String>,
+    pub denied_addresses: Vec<regex::Regex>,
+    /// One domain per line (a domain and its parents are matched); reloaded on SIGHUP and
+    /// when it changes.
+    pub disposable_domains_file: Option<PathBuf>,
+    pub webhook: Option<PolicyWebhook>,
+}
+
+/// `policy.webhook_*`: the operator's own rules over HTTP.
+#[derive(Debug, Clone)]
+pub struct PolicyWebhook {
+    pub url: Url,
+    pub token: Option<SecretString>,
+    pub timeout: Duration,
+    pub failure: WebhookFailure,
+}
+
+/// What a webhook that cannot be asked means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookFailure {
+    /// Let the address in (the local rules still apply).
+    Allow,
+    /// Refuse for now: 503, "try again".
+    Deny,
+}
+
+/// `[notices]`: security mails to an address after its account changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Notices {
+    /// "Your password was changed", after a reset completed with one of our sessions.
+    pub password_changed: bool,
+    /// "This address was removed", after `/account/3pid/delete` of an email address.
+    pub address_removed: bool,
+}
+
+/// One domain per line, `#` comments, blank lines: the disposable-domains file's format.
+/// Domains come back lower case, in their ASCII (IDNA) form; a `*.` prefix is dropped (a
+/// listed domain covers the names under it anyway).
+pub fn parse_domain_list(text: &str) -> Result<std::collections::HashSet<String>, String> {
+    let mut domains = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let domain = normalize_domain(line.trim_start_matches("*."));
+        if !is_domain(&domain) {
+            return Err(format!("line {}: {line:?} is not a domain", n + 1));
+        }
+        domains.insert(domain);
+    }
+    Ok(domains)
+}
+
+/// A domain as rules compare it: lower case, international names in their ASCII (IDNA) form.
+pub fn normalize_domain(domain: &str) -> String {
+    let domain = domain.trim().trim_end_matches('.').to_lowercase();
+    match url::Host::parse(&domain) {
+        Ok(url::Host::Domain(ascii)) => ascii,
+        _ => domain,
+    }
+}
+
+/// `a.b`: labels of letters, digits, `-` and `_`, at least two of them.
+fn is_domain(domain: &str) -> bool {
+    domain.contains('.')
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The durable outbox's senders (Redis store only; DESIGN §7).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{
     EmailTransport, IdServerParam, LogFormat, Mode, PathCompatMode, RateLimit, SmsTransport,
-    StoreBackend,
+    StoreBackend, WebhookFailure,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +25,8 @@ pub(super) struct Raw {
     pub(super) rate_limit: RawRateLimit,
     pub(super) admin: RawAdmin,
     pub(super) i18n: RawI18n,
+    pub(super) policy: RawPolicy,
+    pub(super) notices: RawNotices,
     pub(super) log: RawLog,
 }
 
@@ -228,6 +230,10 @@ pub(super) struct RawSms {
     pub(super) timeout: String,
     pub(super) max_retry_age: String,
     pub(super) log_codes: bool,
+    pub(super) allowed_countries: Option<Vec<String>>,
+    pub(super) denied_countries: Vec<String>,
+    pub(super) per_country_per_hour: Option<u32>,
+    pub(super) daily_budget: Option<u64>,
 }
 
 impl Default for RawSms {
@@ -240,6 +246,10 @@ impl Default for RawSms {
             timeout: "10s".into(),
             max_retry_age: "15m".into(),
             log_codes: false,
+            allowed_countries: None,
+            denied_countries: Vec::new(),
+            per_country_per_hour: None,
+            daily_budget: None,
         }
     }
 }
@@ -301,6 +311,50 @@ impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPolicy {
+    pub(super) denied_domains: Vec<String>,
+    pub(super) denied_addresses: Vec<String>,
+    pub(super) disposable_domains_file: Option<PathBuf>,
+    pub(super) webhook_url: Option<String>,
+    pub(super) webhook_token: Option<String>,
+    pub(super) webhook_token_file: Option<PathBuf>,
+    pub(super) webhook_timeout: String,
+    pub(super) webhook_failure: WebhookFailure,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            denied_domains: Vec::new(),
+            denied_addresses: Vec::new(),
+            disposable_domains_file: None,
+            webhook_url: None,
+            webhook_token: None,
+            webhook_token_file: None,
+            webhook_timeout: "2s".into(),
+            webhook_failure: WebhookFailure::Allow,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawNotices {
+    pub(super) password_changed: bool,
+    pub(super) address_removed: bool,
+}
+
+impl Default for RawNotices {
+    fn default() -> Self {
+        Self {
+            password_changed: true,
+            address_removed: true,
         }
     }
 }

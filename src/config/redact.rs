@@ -96,6 +96,10 @@ impl Config {
                 "timeout": dur(&self.sms.timeout),
                 "max_retry_age": dur(&self.sms.max_retry_age),
                 "log_codes": self.sms.log_codes,
+                "allowed_countries": self.sms.allowed_countries,
+                "denied_countries": self.sms.denied_countries,
+                "per_country_per_hour": self.sms.per_country_per_hour.map(|r| r.burst),
+                "daily_budget": self.sms.daily_budget,
             },
             "outbox": {
                 "claim_timeout": dur(&self.outbox.claim_timeout),
@@ -109,6 +113,19 @@ impl Config {
                 "submit_per_ip": rl(&self.rate_limit.submit_per_ip),
             },
             "admin": { "listen": self.admin.listen.to_string() },
+            "policy": {
+                "denied_domains": self.policy.denied_domains,
+                "denied_addresses": self.policy.denied_addresses.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "disposable_domains_file": self.policy.disposable_domains_file,
+                "webhook_url": self.policy.webhook.as_ref().map(|w| w.url.as_str()),
+                "webhook_token": self.policy.webhook.as_ref().and_then(|w| redact(&w.token)),
+                "webhook_timeout": self.policy.webhook.as_ref().map(|w| dur(&w.timeout)),
+                "webhook_failure": self.policy.webhook.as_ref().map(|w| w.failure),
+            },
+            "notices": {
+                "password_changed": self.notices.password_changed,
+                "address_removed": self.notices.address_removed,
+            },
             "i18n": {
                 "default_language": self.i18n.default_language,
                 "dir": self.i18n.dir,

@@ -303,3 +303,87 @@ fn advertised_versions_must_be_shaped_like_spec_versions() {
         .to_string();
     assert!(err.contains("twice"), "{err}");
 }
+
+#[test]
+fn policy_and_sms_rules_are_checked_naming_their_key() {
+    let c = Config::from_toml("").expect("defaults");
+    assert!(c.policy.denied_domains.is_empty() && c.policy.webhook.is_none());
+    assert!(c.notices.password_changed && c.notices.address_removed);
+    assert_eq!(c.sms.daily_budget, None);
+    let c = Config::from_toml(
+        "[policy]\ndenied_domains = [\"example.org\", \"*.spam.example\"]\n\
+         denied_addresses = [\"^noreply@\"]\nwebhook_url = \"https://policy.internal/x\"\n\
+         webhook_failure = \"deny\"\n\
+         [sms]\nallowed_countries = [\"GB\"]\ndenied_countries = [\"NG\"]\n\
+         per_country_per_hour = 60\ndaily_budget = 1000\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        c.policy.webhook.as_ref().map(|w| w.failure),
+        Some(WebhookFailure::Deny)
+    );
+    let per_country = c.sms.per_country_per_hour.expect("a limit");
+    assert_eq!(per_country.burst, 60);
+    assert!((per_country.per_second - 60.0 / 3600.0).abs() < 1e-12);
+    for (text, key) in [
+        (
+            "[policy]\ndenied_domains = [\"*.\"]\n",
+            "policy.denied_domains",
+        ),
+        (
+            "[policy]\ndenied_domains = [\"ex*ample.org\"]\n",
+            "policy.denied_domains",
+        ),
+        (
+            "[policy]\ndenied_domains = [\"localhost\"]\n",
+            "policy.denied_domains",
+        ),
+        (
+            "[policy]\ndenied_domains = [\"a b.org\"]\n",
+            "policy.denied_domains",
+        ),
+        (
+            "[policy]\ndenied_addresses = [\"(unclosed\"]\n",
+            "policy.denied_addresses",
+        ),
+        (
+            "[policy]\ndisposable_domains_file = \"/nonexistent/list.txt\"\n",
+            "policy.disposable_domains_file",
+        ),
+        (
+            "[policy]\nwebhook_url = \"ftp://x\"\n",
+            "policy.webhook_url",
+        ),
+        ("[policy]\nwebhook_token = \"t\"\n", "policy.webhook_token"),
+        (
+            "[sms]\nallowed_countries = [\"UK\"]\n",
+            "sms.allowed_countries",
+        ),
+        (
+            "[sms]\ndenied_countries = [\"gb\"]\n",
+            "sms.denied_countries",
+        ),
+        (
+            "[sms]\ndenied_countries = [\"GBR\"]\n",
+            "sms.denied_countries",
+        ),
+        (
+            "[sms]\nper_country_per_hour = 0\n",
+            "sms.per_country_per_hour",
+        ),
+        ("[sms]\ndaily_budget = 0\n", "sms.daily_budget"),
+    ] {
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{text}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "ok.example\nnot a domain\n").unwrap();
+    let err = Config::from_toml(&format!(
+        "[policy]\ndisposable_domains_file = {:?}\n",
+        list.display().to_string()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}

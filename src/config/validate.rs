@@ -384,6 +384,21 @@ impl Raw {
                 "required when sms.transport = \"webhook\"",
             ));
         }
+        let countries =
+            |key: &'static str, codes: Vec<String>| -> Result<Vec<String>, ConfigError> {
+                for code in &codes {
+                    let known = code.len() == 2
+                        && code.bytes().all(|b| b.is_ascii_uppercase())
+                        && code.parse::<phonenumber::country::Id>().is_ok();
+                    if !known {
+                        return Err(invalid(
+                            key,
+                            format!("{code:?} is not an ISO 3166-1 alpha-2 region like \"GB\""),
+                        ));
+                    }
+                }
+                Ok(codes)
+            };
         let sms = Sms {
             transport: m.transport,
             webhook_url,
@@ -391,6 +406,106 @@ impl Raw {
             timeout: duration("sms.timeout", &m.timeout)?,
             max_retry_age: duration("sms.max_retry_age", &m.max_retry_age)?,
             log_codes: m.log_codes,
+            allowed_countries: m
+                .allowed_countries
+                .map(|c| countries("sms.allowed_countries", c))
+                .transpose()?,
+            denied_countries: countries("sms.denied_countries", m.denied_countries)?,
+            per_country_per_hour: match m.per_country_per_hour {
+                Some(0) => {
+                    return Err(invalid(
+                        "sms.per_country_per_hour",
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+                Some(n) => Some(RateLimit {
+                    per_second: f64::from(n) / 3600.0,
+                    burst: n,
+                }),
+                None => None,
+            },
+            daily_budget: match m.daily_budget {
+                Some(0) => {
+                    return Err(invalid(
+                        "sms.daily_budget",
+                        "must be at least 1 (leave it out for no budget)",
+                    ));
+                }
+                other => other,
+            },
+        };
+
+        let p = self.policy;
+        for glob in &p.denied_domains {
+            let bare = glob.strip_prefix("*.").unwrap_or(glob);
+            if bare.contains('*') || !is_domain(&normalize_domain(bare)) {
+                return Err(invalid(
+                    "policy.denied_domains",
+                    format!("{glob:?} is not a domain like \"example.org\" or \"*.example.org\""),
+                ));
+            }
+        }
+        let denied_addresses = p
+            .denied_addresses
+            .iter()
+            .map(|pattern| {
+                regex::Regex::new(pattern).map_err(|e| {
+                    invalid(
+                        "policy.denied_addresses",
+                        format!("pattern {pattern:?}: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some(path) = &p.disposable_domains_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "policy.disposable_domains_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            parse_domain_list(&text).map_err(|e| {
+                invalid(
+                    "policy.disposable_domains_file",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+        }
+        let webhook_token = secret(
+            "policy.webhook_token",
+            p.webhook_token,
+            p.webhook_token_file,
+        )?;
+        let webhook = match p.webhook_url {
+            Some(url) => {
+                let url = Url::parse(&url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| invalid("policy.webhook_url", "must be an http(s) URL"))?;
+                Some(PolicyWebhook {
+                    url,
+                    token: webhook_token,
+                    timeout: duration("policy.webhook_timeout", &p.webhook_timeout)?,
+                    failure: p.webhook_failure,
+                })
+            }
+            None if webhook_token.is_some() => {
+                return Err(invalid(
+                    "policy.webhook_token",
+                    "set only with policy.webhook_url",
+                ));
+            }
+            None => None,
+        };
+        let policy = Policy {
+            denied_domains: p.denied_domains,
+            denied_addresses,
+            disposable_domains_file: p.disposable_domains_file,
+            webhook,
+        };
+        let notices = Notices {
+            password_changed: self.notices.password_changed,
+            address_removed: self.notices.address_removed,
         };
 
         let o = self.outbox;
@@ -459,6 +574,8 @@ impl Raw {
             outbox,
             rate_limit,
             i18n,
+            policy,
+            notices,
             admin: Admin {
                 listen: socket_addr("admin.listen", &self.admin.listen)?,
             },

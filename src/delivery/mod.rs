@@ -7,8 +7,7 @@ pub mod smtp;
 
 use futures_util::future::BoxFuture;
 
-use crate::templates::Notice;
-use crate::threepid::{Medium, Purpose};
+use crate::threepid::{Medium, Notice, Purpose};
 
 /// One mail to send: a verification or a security notice.
 #[derive(Debug)]

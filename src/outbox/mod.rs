@@ -48,7 +48,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::session::StoreError;
-use crate::threepid::{Medium, Purpose};
+use crate::threepid::{Medium, Notice, Purpose};
 use crate::token::TokenHash;
 use crate::validate::mask_address;
 
@@ -77,10 +77,25 @@ pub struct Queued {
     pub attempt: u64,
 }
 
+/// A queued security notice: everything it says is in the entry.
+#[derive(Debug)]
+pub struct QueuedNotice {
+    pub id: String,
+    pub notice: Notice,
+    /// Canonical email address.
+    pub address: String,
+    pub language: Option<String>,
+    pub time: String,
+    pub client_ip: String,
+    pub enqueued_ms: u64,
+    pub attempt: u64,
+}
+
 /// What a read or a claim gave a sender.
 #[derive(Debug)]
 pub enum Delivery {
     Message(Queued),
+    Notice(QueuedNotice),
     /// An entry that cannot be sent (a missing or bad field); it is dead-lettered.
     Malformed {
         id: String,
@@ -97,6 +112,7 @@ impl Delivery {
     pub fn id(&self) -> &str {
         match self {
             Delivery::Message(m) => &m.id,
+            Delivery::Notice(n) => &n.id,
             Delivery::Malformed { id, .. } | Delivery::Gone { id } => id,
         }
     }

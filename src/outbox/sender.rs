@@ -13,7 +13,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::Queue;
 use super::finish::Finisher;
 use super::{
-    AfterFailure, DeadLetter, Delivery, Queued, after_failure, consumer_name, orphan_grace, scrub,
+    AfterFailure, DeadLetter, Delivery, Queued, QueuedNotice, after_failure, consumer_name,
+    orphan_grace, scrub,
 };
 use crate::AppState;
 use crate::delivery::Outgoing;
@@ -205,7 +206,7 @@ impl<Q: Queue> Sender<Q> {
                     .await
                     .ok()
                     .flatten(),
-                Delivery::Malformed { .. } | Delivery::Gone { .. } => None,
+                Delivery::Notice(_) | Delivery::Malformed { .. } | Delivery::Gone { .. } => None,
             }
         }))
         .await;
@@ -259,6 +260,7 @@ impl<Q: Queue> Sender<Q> {
     async fn handle(&self, delivery: Delivery, taken: Instant, committed: Option<u64>) {
         match delivery {
             Delivery::Message(message) => self.handle_message(message, taken, committed).await,
+            Delivery::Notice(notice) => self.handle_notice(notice, taken).await,
             Delivery::Gone { id } => self.finisher.finish(id).await,
             Delivery::Malformed {
                 id,
@@ -383,12 +385,73 @@ impl<Q: Queue> Sender<Q> {
         }
     }
 
+    /// A security notice: no session to look at, no token to expire; sent, or retried like
+    /// a mail, or dead-lettered.
+    async fn handle_notice(&self, n: QueuedNotice, taken: Instant) {
+        let to = mask_address(&n.address);
+        let sent = self
+            .state
+            .mail_notice(
+                n.notice,
+                &n.address,
+                n.language.as_deref().unwrap_or(""),
+                &n.time,
+                &n.client_ip,
+            )
+            .await;
+        match sent {
+            Ok(()) => {
+                tracing::info!(%to, notice = n.notice.as_str(), "outbox: notice sent");
+                self.finisher.finish(n.id).await;
+            }
+            Err(e) => {
+                let error = scrub(&e.to_string(), &n.address, &[]);
+                let outbox = &self.state.config.outbox;
+                let age = Duration::from_millis(now_ms().saturating_sub(n.enqueued_ms));
+                let verdict = if e.is_permanent() {
+                    AfterFailure::GiveUp
+                } else {
+                    after_failure(
+                        n.attempt,
+                        age,
+                        self.state.config.email.max_retry_age,
+                        outbox.retry_base,
+                        outbox.claim_timeout,
+                    )
+                };
+                match verdict {
+                    AfterFailure::RetryIn(wait) => {
+                        tracing::warn!(%to, %error, attempt = n.attempt, retry_in = ?wait, "outbox: could not send a notice; will retry");
+                        self.retry_entry(&n.id, taken, wait).await;
+                    }
+                    AfterFailure::GiveUp => {
+                        let record = DeadLetter {
+                            id: n.id.clone(),
+                            sid: String::new(),
+                            medium: "email".to_owned(),
+                            masked_address: to,
+                            purpose: n.notice.as_str().to_owned(),
+                            error,
+                            attempts: n.attempt,
+                            enqueued_ms: n.enqueued_ms,
+                        };
+                        self.dead_letter(record, "email").await;
+                    }
+                }
+            }
+        }
+    }
+
     async fn retry_in(&self, m: &Queued, taken: Instant, wait: Duration) {
+        self.retry_entry(&m.id, taken, wait).await;
+    }
+
+    async fn retry_entry(&self, id: &str, taken: Instant, wait: Duration) {
         let set = self
             .queue
             .retry_in(
                 &self.consumer,
-                &m.id,
+                id,
                 taken.elapsed(),
                 wait,
                 self.claim_timeout(),

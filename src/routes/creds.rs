@@ -17,7 +17,8 @@ use crate::AppState;
 use crate::matrix::{self, Body, MatrixError, full};
 use crate::proxy::{self, ConnInfo};
 use crate::routes::Completion;
-use crate::threepid::Purpose;
+use crate::session::Session;
+use crate::threepid::{Medium, Notice, Purpose};
 use crate::token::{self, SecretHash};
 
 /// A `(sid, client_secret)` pair found in a body.
@@ -204,9 +205,14 @@ async fn serve(
     // The purpose check is the trust boundary, not the rewrite: a client can name the
     // identity listener in `id_server` itself, and the homeserver then asks it about the
     // session whatever the sidecar does here.
-    if let Some((_, purpose)) = ours.iter().find(|(_, p)| !completion.accepts(*p)) {
-        return Err(wrong_purpose(*purpose, completion));
+    if let Some((_, session)) = ours.iter().find(|(_, s)| !completion.accepts(s.purpose)) {
+        return Err(wrong_purpose(session.purpose, completion));
     }
+    let client_ip = proxy::client_ip(
+        &parts.headers,
+        conn.peer.ip(),
+        &state.config.server.trusted_proxies,
+    );
     let identity = &state.config.identity.server_name;
     if completion == Completion::AddThreepid && state.upstream.compat.is_active() {
         // A legacy homeserver has no /account/3pid/add (Synapse added it in 1.4): the older
@@ -229,7 +235,31 @@ async fn serve(
     );
     let rewritten = serde_json::to_vec(&object).expect("a JSON map always serialises");
     set_length(&mut parts.headers, rewritten.len());
-    Ok(forward(state, conn, parts, full(rewritten)).await)
+    let response = forward(state, conn, parts, full(rewritten)).await;
+    if completion == Completion::Password && response.status() == StatusCode::OK {
+        // The password was changed with an address of ours: tell its owner, once per
+        // address, in the language of the reset mail.
+        let mut told: Vec<&str> = Vec::new();
+        for (_, session) in &ours {
+            if session.medium == Medium::Email && !told.contains(&session.address.as_str()) {
+                told.push(&session.address);
+                let language = state
+                    .templates
+                    .catalogues()
+                    .resolve(session.language.as_deref())
+                    .to_owned();
+                state
+                    .notify(
+                        Notice::PasswordChanged,
+                        &session.address,
+                        &language,
+                        client_ip,
+                    )
+                    .await;
+            }
+        }
+    }
+    Ok(response)
 }
 /// The sessions of ours that `candidates` name (sid and client secret both matching),
 /// with their purposes. A sid that cannot be ours is never looked up; the rest are looked
@@ -237,7 +267,7 @@ async fn serve(
 async fn our_sessions(
     state: &AppState,
     candidates: &[Creds],
-) -> Result<Vec<(Creds, Purpose)>, MatrixError> {
+) -> Result<Vec<(Creds, Session)>, MatrixError> {
     let now_ms = state.now_ms();
     let lookups = candidates
         .iter()
@@ -251,7 +281,7 @@ async fn our_sessions(
                     .client_secret
                     .ct_eq(&SecretHash::of(&creds.client_secret)) =>
             {
-                ours.push((creds.clone(), session.purpose));
+                ours.push((creds.clone(), session));
             }
             Ok(_) => {}
             Err(e) => {

@@ -221,6 +221,19 @@ async fn request_token(
     {
         return Err(request_token::address_denied());
     }
+    let region = match medium {
+        Medium::Msisdn => crate::validate::region_of(&req.address),
+        Medium::Email => None,
+    };
+    if let Err(denial) = state
+        .policy
+        .check_local(medium, &req.address, region.as_deref())
+    {
+        state
+            .metrics
+            .policy_refused(medium.as_str(), denial.reason());
+        return Err(denial.into_matrix());
+    }
     // Only a request the client listener accepted (and noted) gets a message: anyone else who
     // reaches this port must not be able to mail or text any address.
     let noted = state

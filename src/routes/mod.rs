@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod creds;
 pub mod identity;
+pub mod removal;
 pub mod request_token;
 pub mod submit_token;
 pub mod versions;
@@ -38,6 +39,8 @@ pub enum Route {
     MsisdnSubmit,
     /// `POST …/register`, `…/account/password`, `…/account/3pid`, `…/account/3pid/add`.
     Creds(Completion),
+    /// `POST …/account/3pid/delete`: forwarded, then a notice to the removed address.
+    ThreepidDelete,
     /// `OPTIONS` on any path above: a CORS preflight, answered here.
     Preflight,
     /// Everything else: forward unchanged.
@@ -101,9 +104,14 @@ const CLIENT_PREFIX: &str = "/_matrix/client/";
 /// under any version prefix (`r0`, `v3`, `unstable`, …).
 pub fn classify(method: &Method, path: &str) -> Route {
     if *method == Method::OPTIONS {
-        let ours = [Method::GET, Method::POST]
-            .iter()
-            .any(|m| classify_method(m, path) != Route::Forward);
+        // `…/3pid/delete` is the homeserver's endpoint (the sidecar only watches its answer):
+        // its preflight is the homeserver's too.
+        let ours = [Method::GET, Method::POST].iter().any(|m| {
+            !matches!(
+                classify_method(m, path),
+                Route::Forward | Route::ThreepidDelete
+            )
+        });
         return if ours {
             Route::Preflight
         } else {
@@ -144,6 +152,7 @@ fn classify_method(method: &Method, path: &str) -> Route {
         "account/password" => Route::Creds(Completion::Password),
         "account/3pid" => Route::Creds(Completion::AddThreepidLegacy),
         "account/3pid/add" => Route::Creds(Completion::AddThreepid),
+        "account/3pid/delete" => Route::ThreepidDelete,
         _ => request_token_route(endpoint).unwrap_or(Route::Forward),
     }
 }
@@ -225,6 +234,7 @@ pub async fn client(state: &AppState, conn: &ConnInfo, request: Request<Body>) -
             Box::pin(submit_token::json_submit(state, ip, request))
         }
         Route::Creds(completion) => Box::pin(creds::handle(state, conn, completion, request)),
+        Route::ThreepidDelete => Box::pin(removal::handle(state, conn, request)),
         Route::Preflight => Box::pin(std::future::ready(preflight())),
         Route::Forward => Box::pin(proxy::forward(
             &state.upstream,

@@ -133,6 +133,7 @@ async fn serve(
     if !threepid.address_allowed(medium.as_str(), &req.address) {
         return Err(address_denied());
     }
+    check_policy(state, &req, purpose, ip).await?;
     match client_id_server {
         Some(id_server) if threepid.id_server_param == IdServerParam::Forward => {
             // The legacy path: the client's identity server does everything.
@@ -154,6 +155,98 @@ async fn serve(
     let language = message_language(state, &parts.headers);
     let (sid, outcome) = issue(state, &req, purpose, &language).await?;
     Ok((answer(state, &req, &sid), outcome))
+}
+
+/// The address policy (`[policy]`, `sms` countries): the local rules, then the operator's
+/// webhook (last, so that only requests that passed everything else reach it). A refusal is
+/// counted by reason and changes nothing.
+pub async fn check_policy(
+    state: &AppState,
+    req: &TokenRequest,
+    purpose: Purpose,
+    client_ip: std::net::IpAddr,
+) -> Result<(), MatrixError> {
+    let region = match req.medium {
+        Medium::Msisdn => validate::region_of(&req.address),
+        Medium::Email => None,
+    };
+    let refused = |denial: crate::policy::Denial| {
+        state
+            .metrics
+            .policy_refused(req.medium.as_str(), denial.reason());
+        tracing::info!(
+            to = %validate::mask_address(&req.address),
+            reason = denial.reason(),
+            "requestToken refused by the address policy"
+        );
+        denial.into_matrix()
+    };
+    state
+        .policy
+        .check_local(req.medium, &req.address, region.as_deref())
+        .map_err(refused)?;
+    let candidate = crate::policy::Candidate {
+        medium: req.medium,
+        address: &req.address,
+        purpose,
+        client_ip,
+    };
+    state
+        .policy
+        .check_webhook(&candidate)
+        .await
+        .map_err(refused)
+}
+
+/// What an SMS costs before it is sent: the per-country limit (`sms.per_country_per_hour`)
+/// and one unit of the day's budget (`sms.daily_budget`, per UTC day, shared by every
+/// replica). At the budget: 429, nothing sent, and a warning in the log once a day.
+async fn spend_on_sms(state: &AppState, req: &TokenRequest) -> Result<(), MatrixError> {
+    let sms = &state.config.sms;
+    let region = validate::region_of(&req.address).unwrap_or_default();
+    if let Some(limit) = sms.per_country_per_hour {
+        check_rate_limit(state, &LimitKey::SmsCountry { region }, limit).await?;
+    }
+    let Some(budget) = sms.daily_budget else {
+        return Ok(());
+    };
+    const DAY_MS: u64 = 86_400_000;
+    let now_ms = state.now_ms();
+    let day = now_ms / DAY_MS;
+    let spent = state
+        .store
+        .spend(
+            &format!("sms:{day}"),
+            budget,
+            (day + 2).saturating_mul(DAY_MS),
+            now_ms,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "SMS budget: store failed");
+            MatrixError::store_unavailable()
+        })?;
+    if spent {
+        return Ok(());
+    }
+    state.metrics.policy_refused("msisdn", "budget");
+    if state
+        .budget_spent_warned
+        .swap(day, std::sync::atomic::Ordering::Relaxed)
+        != day
+    {
+        tracing::warn!(
+            daily_budget = budget,
+            "sms.daily_budget is spent for today (UTC): no more SMS until midnight"
+        );
+    }
+    let until_midnight = (day + 1) * DAY_MS - now_ms;
+    Err(MatrixError {
+        error: "No more text messages can be sent today; try again tomorrow or use an email \
+                address."
+            .into(),
+        ..MatrixError::limit_exceeded(until_midnight)
+    })
 }
 
 /// The language of the message a requestToken sends: the best match of its
@@ -311,6 +404,9 @@ pub async fn issue(
     purpose: Purpose,
     language: &str,
 ) -> Result<(String, &'static str), MatrixError> {
+    if req.medium == Medium::Msisdn {
+        spend_on_sms(state, req).await?;
+    }
     let key = address_limit_key(state, req.medium, &req.address).await?;
     let limit = state.config.rate_limit.request_token_per_address;
     issue_limited(state, req, purpose, language, Some((&key, limit))).await

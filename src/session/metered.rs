@@ -145,6 +145,23 @@ impl SessionStore for Metered {
         self.observe("ping", self.inner.ping())
     }
 
+    fn spend<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u64,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.observe("spend", self.inner.spend(key, limit, until_ms, now_ms))
+    }
+
+    fn queue_notice<'a>(
+        &'a self,
+        notice: &'a super::NoticeMessage,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.observe("queue_notice", self.inner.queue_notice(notice))
+    }
+
     fn address_key(&self) -> BoxFuture<'_, Result<crate::ratelimit::AddressKey, StoreError>> {
         self.observe("address_key", self.inner.address_key())
     }

@@ -21,7 +21,7 @@ use secrecy::SecretString;
 
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
-use crate::threepid::{Medium, Purpose};
+use crate::threepid::{Medium, Notice, Purpose};
 use crate::token::{SecretHash, TokenHash};
 
 /// Lifetimes and limits every backend enforces the same way.
@@ -48,6 +48,21 @@ pub struct PurposeNote {
     pub purpose: Purpose,
     /// A catalogue's tag.
     pub language: String,
+}
+
+/// A security notice to mail, as queued: everything it says, written out (no session, no
+/// token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeMessage {
+    pub notice: Notice,
+    /// The canonical email address.
+    pub address: String,
+    /// A catalogue's tag.
+    pub language: String,
+    /// When it happened, written out (`2026-12-06 18:40 UTC`).
+    pub time: String,
+    /// The client's network, partly hidden.
+    pub client_ip: String,
 }
 
 /// A requestToken that passed validation: start a session or continue the one that
@@ -281,6 +296,23 @@ pub trait SessionStore: Send + Sync + 'static {
         client_secret: &'a SecretHash,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Option<PurposeNote>, StoreError>>;
+
+    /// Spends one unit of a budget every replica shares: `key` counts up to `limit` until
+    /// `until_ms` (unix ms), when it starts afresh. False, and nothing spent, once used up.
+    fn spend<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u64,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Queues a security notice for the outbox's senders. False when this store has no
+    /// outbox ([`SessionStore::queues`]): then the caller sends it itself.
+    fn queue_notice<'a>(
+        &'a self,
+        notice: &'a NoticeMessage,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// The random key of this store's address hashes ([`crate::ratelimit::AddressHash`]):
     /// made once, then the same for every replica sharing the store.

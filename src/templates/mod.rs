@@ -18,7 +18,7 @@ use minijinja::value::Kwargs;
 use minijinja::{AutoEscape, Environment, State, UndefinedBehavior, context};
 
 use crate::i18n::Catalogues;
-use crate::threepid::Purpose;
+use crate::threepid::{Notice, Purpose};
 
 /// Every template, by the file name that overrides it.
 const BUILTINS: &[(&str, &str)] = &[
@@ -109,24 +109,6 @@ pub struct RenderedMail {
     pub html: String,
     /// The language it is written in (`Content-Language`).
     pub language: String,
-}
-
-/// A security notice: something changed on the account of an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notice {
-    /// The password was changed with a reset verified by this address.
-    PasswordChanged,
-    /// This address was removed from an account.
-    AddressRemoved,
-}
-
-impl Notice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Notice::PasswordChanged => "password_changed",
-            Notice::AddressRemoved => "address_removed",
-        }
-    }
 }
 
 /// What a notice says besides its kind. Times and addresses come written out.

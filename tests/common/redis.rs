@@ -86,6 +86,11 @@ impl RedisServer {
         unreachable!("the loop returns or panics")
     }
 
+    /// Its loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `redis://127.0.0.1:<port>`, or `rediss://` for TLS.
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() {

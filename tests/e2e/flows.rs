@@ -529,3 +529,87 @@ async fn a_phone_number_registers_with_m_login_msisdn_in_direct_mode() {
     assert_eq!(listed["threepids"][0]["medium"], "msisdn");
     assert_eq!(listed["threepids"][0]["address"], "447400123456");
 }
+
+/// `[notices]` on the legacy homeserver: a password reset by email, then the address removed
+/// from the account; each time the address gets a notice, in the language asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_is_told_when_the_password_changes_and_when_it_is_removed() {
+    logs::capture();
+    let stack = Stack::start(|_| {}).await;
+    let (user, email, password) = ("nora", "nora@example.org", "nora-Pass-1");
+    let sid = stack.verify_email("register", email, "nora-reg").await;
+    let registered = stack
+        .complete_uia(
+            "/_matrix/client/r0/register",
+            &json!({"username": user, "password": password}),
+            "m.login.email.identity",
+            &sid,
+            "nora-reg",
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+
+    let sid = stack
+        .verify_email("account/password", email, "nora-reset")
+        .await;
+    let reset = stack
+        .complete_uia(
+            "/_matrix/client/r0/account/password",
+            &json!({"new_password": "nora-New-2"}),
+            "m.login.email.identity",
+            &sid,
+            "nora-reset",
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
+    let mails = stack.smtp.wait_for(3, MAIL_WAIT);
+    let notice = &mails[2];
+    assert_eq!(notice.to, email);
+    assert_eq!(notice.subject, "[localhost] Your password was changed");
+    assert!(notice.text.contains("127.0.0.*"), "{}", notice.text);
+
+    // The reset signed every device out: in again, with the new password.
+    let login = stack
+        .post(
+            "/_matrix/client/r0/login",
+            &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
+                    "password": "nora-New-2"}),
+            None,
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text());
+    let access_token = login.json()["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let removed = http::send(
+        Method::POST,
+        &stack.sidecar.url("/_matrix/client/v3/account/3pid/delete"),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {access_token}")),
+            ("accept-language", "nl"),
+        ],
+        json!({"medium": "email", "address": email}).to_string(),
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text());
+    let mails = stack.smtp.wait_for(4, MAIL_WAIT);
+    let notice = &mails[3];
+    assert_eq!(notice.to, email);
+    assert!(
+        notice.raw.contains("Content-Language: nl"),
+        "{}",
+        notice.raw
+    );
+    // Gone from the account, as the homeserver says.
+    let listed = http::send(
+        Method::GET,
+        &stack.sidecar.url("/_matrix/client/v3/account/3pid"),
+        &[("authorization", &format!("Bearer {access_token}"))],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(listed["threepids"], json!([]));
+}

@@ -1,3 +1,4 @@
+mod abuse;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
@@ -8,6 +9,7 @@ mod input_table;
 mod languages;
 mod mail;
 mod msisdn;
+mod notices;
 mod outbox;
 mod policy;
 mod properties;

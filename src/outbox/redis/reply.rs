@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use redis::Value;
 use secrecy::SecretString;
 
-use crate::outbox::{Delivery, Queued};
+use crate::outbox::{Delivery, Queued, QueuedNotice};
 use crate::session::StoreError;
-use crate::threepid::{Medium, Purpose};
+use crate::threepid::{Medium, Notice, Purpose};
 use crate::token::TokenHash;
 
 /// A stream entry as read: its ID and fields (none when it was deleted meanwhile).
@@ -26,6 +26,28 @@ impl RawEntry {
             return Delivery::Gone { id: self.id };
         };
         let mut take = |name: &str| f.remove(name).ok_or(name.to_owned());
+        if let Ok(kind) = take("notice") {
+            let notice = (|| -> Result<QueuedNotice, String> {
+                Ok(QueuedNotice {
+                    notice: Notice::parse(&kind).ok_or("notice")?,
+                    address: take("address")?,
+                    language: take("lang").ok().filter(|l| !l.is_empty()),
+                    time: take("time")?,
+                    client_ip: take("client_ip")?,
+                    id: self.id.clone(),
+                    enqueued_ms,
+                    attempt,
+                })
+            })();
+            return match notice {
+                Ok(notice) => Delivery::Notice(notice),
+                Err(field) => Delivery::Malformed {
+                    id: self.id,
+                    enqueued_ms,
+                    reason: format!("missing or bad field {field:?}"),
+                },
+            };
+        }
         let parsed = (|| -> Result<Queued, String> {
             let medium = take("medium")?;
             let purpose = take("purpose")?;

@@ -48,6 +48,8 @@ pub struct MemoryStore {
     settings: StoreSettings,
     inner: Mutex<Inner>,
     rate_limits: RateTable,
+    /// Budgets: how much was spent, and until when (unix ms) it counts.
+    budgets: Mutex<HashMap<String, (u64, u64)>>,
     /// Keys this process's address hashes (nothing outside it needs to agree).
     address_key: AddressKey,
     /// Via-upstream purpose notes, oldest first, each with its expiry (unix ms).
@@ -80,6 +82,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             rate_limits: RateTable::new(),
             address_key: AddressKey::random(),
+            budgets: Mutex::new(HashMap::new()),
             purposes: Mutex::new(HashMap::new()),
         }
     }
@@ -408,6 +411,30 @@ impl SessionStore for MemoryStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async { Ok(()) }.boxed()
+    }
+
+    fn spend<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u64,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets.retain(|_, (_, until)| *until > now_ms);
+        let (spent, _) = budgets.entry(key.to_owned()).or_insert((0, until_ms));
+        let allowed = *spent < limit;
+        if allowed {
+            *spent += 1;
+        }
+        futures_util::future::ready(Ok(allowed)).boxed()
+    }
+
+    fn queue_notice<'a>(
+        &'a self,
+        _notice: &'a super::NoticeMessage,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        futures_util::future::ready(Ok(false)).boxed()
     }
 
     fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>> {

@@ -70,6 +70,8 @@ struct Scripts {
     rate_limit: Script,
     /// `address_key`: the shared key, made by whichever replica asks first.
     address_key: Script,
+    /// `spend`: one unit of a fixed-window budget.
+    spend: Script,
 }
 
 /// The `send_attempt` rule, the start of both scripts that apply it.
@@ -91,6 +93,7 @@ impl Scripts {
             validate: Script::new(include_str!("validate.lua")),
             rate_limit: Script::new(&[GCRA, include_str!("rate_limit.lua")].concat()),
             address_key: Script::new(include_str!("address_key.lua")),
+            spend: Script::new(include_str!("spend.lua")),
         }
     }
 }
@@ -321,6 +324,38 @@ impl SessionStore for RedisStore {
                 .transpose()
         };
         bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn spend<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u64,
+        until_ms: u64,
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let op = async move {
+            let mut script = self
+                .scripts
+                .spend
+                .key(format!("{}budget:{{{key}}}", self.settings.key_prefix));
+            script.arg(limit).arg(until_ms);
+            let script = &script;
+            let (_, spent): (crate::redis_link::Conn, i64) = self
+                .connection
+                .first_call(move |mut c| async move { script.invoke_async(&mut c).await })
+                .await?;
+            Ok(spent == 1)
+        };
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn queue_notice<'a>(
+        &'a self,
+        notice: &'a super::NoticeMessage,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        bound_all(self.command_timeout, self.enqueue_notice(notice))
+            .map(|queued| queued.map(|()| true))
+            .boxed()
     }
 
     fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>> {

@@ -68,4 +68,33 @@ impl RedisStore {
             tracing::debug!(error = %e, "outbox: could not delete an entry not to send");
         }
     }
+
+    /// A security notice, as an outbox entry of its own kind (`notice` set; no session, no
+    /// token): the senders mail it without looking for a session.
+    pub(super) async fn enqueue_notice(
+        &self,
+        notice: &crate::session::NoticeMessage,
+    ) -> Result<(), StoreError> {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(self.outbox_key())
+            .arg("*")
+            .arg("notice")
+            .arg(notice.notice.as_str())
+            .arg("medium")
+            .arg("email")
+            .arg("address")
+            .arg(&notice.address)
+            .arg("lang")
+            .arg(&notice.language)
+            .arg("time")
+            .arg(&notice.time)
+            .arg("client_ip")
+            .arg(&notice.client_ip);
+        let xadd = &xadd;
+        let (_, _id): (Conn, String) = self
+            .connection
+            .first_call(move |mut c| async move { xadd.query_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
 }
