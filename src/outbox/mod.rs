@@ -186,10 +186,13 @@ pub trait Queue: Send + Sync + 'static {
         claim_timeout: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves an entry to the dead letters (the record holds no secret) and finishes it.
+    /// Moves an entry to the dead letters (the record holds no secret) and finishes it. An
+    /// email message's client secret is kept beside its session, for as long as the session
+    /// can live, so that the admin API can send the message again (`resend`).
     fn dead_letter(
         &self,
         record: &DeadLetter,
+        resend: Option<&SecretString>,
         max_len: usize,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
