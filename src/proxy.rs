@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::compat::PathCompat;
 use crate::config;
-use crate::matrix::{Body, MatrixError};
+use crate::matrix::{Body, BodyError, MatrixError};
 use crate::metrics::{Metrics, UpstreamErrorKind};
 
 /// What the server knows about the connection a request came on.
@@ -185,7 +185,7 @@ struct SentSignal {
 
 impl hyper::body::Body for SentSignal {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -264,7 +264,7 @@ pub fn prepare_request(
 pub fn prepare_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, crate::matrix::streamed(body))
 }
 
 /// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.

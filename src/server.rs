@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -180,7 +179,7 @@ async fn serve_connection(
         notify.notify_one();
         let state = state.clone();
         async move {
-            let request = request.map(BodyExt::boxed);
+            let request = request.map(crate::matrix::streamed);
             let response = match kind {
                 Listener::Client => routes::client(&state, &conn, request).await,
                 // Boxed, like the client routes' handlers: see routes::client.
