@@ -22,6 +22,10 @@ use crate::AppState;
 use crate::proxy::{self, ConnInfo};
 use crate::routes;
 
+mod sniff;
+
+use sniff::{Prefixed, Sniffed};
+
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -157,7 +161,7 @@ type ConnResult = Result<(), hyper::Error>;
 
 async fn serve_connection(
     kind: Listener,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
@@ -195,17 +199,29 @@ async fn serve_connection(
     // idle keep-alive connection, so only plain HTTP/1.1 (nearly all of a sidecar's traffic)
     // is inline; HTTP/2 and TLS are boxed.
     let result: ConnResult = match tls {
-        None => match tokio::time::timeout_at(deadline, sniff(&stream)).await {
-            Ok(Ok(Some(Protocol::Http1))) => {
+        None => match tokio::time::timeout_at(deadline, sniff::sniff(&mut stream)).await {
+            Ok(Ok(Some(Sniffed::Http1))) => {
                 let conn = builders
                     .http1
                     .serve_connection(TokioIo::new(stream), service);
                 first_request_within(deadline, &first_request, watcher.watch(conn)).await
             }
-            Ok(Ok(Some(Protocol::Http2))) => {
+            // Rare (see sniff): boxed, like HTTP/2, to keep the common case small.
+            Ok(Ok(Some(Sniffed::Http1Read(prefix)))) => {
+                let conn = builders
+                    .http1
+                    .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
+                Box::pin(first_request_within(
+                    deadline,
+                    &first_request,
+                    watcher.watch(conn),
+                ))
+                .await
+            }
+            Ok(Ok(Some(Sniffed::Http2(prefix)))) => {
                 let conn = builders
                     .http2
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
                 Box::pin(first_request_within(
                     deadline,
                     &first_request,
@@ -258,36 +274,6 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(listener = kind.name(), error = %e, "connection ended with an error");
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    Http1,
-    Http2,
-}
-
-/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Tells HTTP/2 with prior knowledge from HTTP/1.x by peeking at the first bytes, without
-/// consuming them; `None` when the client closes before sending anything.
-async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Some(Protocol::Http1));
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(Some(Protocol::Http2));
-        }
-        // A prefix of the preface so far (a client sending it in pieces): peeking again at
-        // once would return the same bytes, so wait a little for the rest.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
