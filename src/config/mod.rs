@@ -136,8 +136,18 @@ pub struct Server {
     pub max_body_bytes: u64,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
-    /// A client that has not sent its whole request head by then is dropped.
+    /// A client that has not sent its whole request head by then is dropped. It is also how
+    /// long an HTTP/1.1 keep-alive connection waits for its next request: hyper times that
+    /// wait and the head together.
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no request open for this long is closed (GOAWAY): hyper
+    /// has no idle timeout of its own for HTTP/2, and idle connections would pile up.
+    pub http2_idle_timeout: Duration,
+    /// How long an HTTP/2 connection may go without receiving anything before it is sent a
+    /// PING; a client that vanished is found out even while a long-poll is open.
+    pub http2_keep_alive_interval: Duration,
+    /// A PING not answered within this closes the HTTP/2 connection.
+    pub http2_keep_alive_timeout: Duration,
     /// On SIGTERM, how long in-flight requests may take before the process exits anyway.
     pub shutdown_grace: Duration,
 }

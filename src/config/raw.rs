@@ -39,6 +39,9 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: u64,
     pub(super) max_header_bytes: usize,
     pub(super) header_read_timeout: String,
+    pub(super) http2_idle_timeout: String,
+    pub(super) http2_keep_alive_interval: String,
+    pub(super) http2_keep_alive_timeout: String,
     pub(super) shutdown_grace: String,
 }
 
@@ -54,6 +57,9 @@ impl Default for RawServer {
             max_body_bytes: 65_536,
             max_header_bytes: 16_384,
             header_read_timeout: "10s".into(),
+            http2_idle_timeout: "60s".into(),
+            http2_keep_alive_interval: "30s".into(),
+            http2_keep_alive_timeout: "20s".into(),
             shutdown_grace: "25s".into(),
         }
     }

@@ -303,3 +303,28 @@ fn advertised_versions_must_be_shaped_like_spec_versions() {
         .to_string();
     assert!(err.contains("twice"), "{err}");
 }
+
+#[test]
+fn edge_limits_have_defaults_and_are_checked() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.server.http2_idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.http2_keep_alive_interval, Duration::from_secs(30));
+    assert_eq!(c.server.http2_keep_alive_timeout, Duration::from_secs(20));
+    for key in [
+        "http2_idle_timeout",
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+    ] {
+        for bad in ["0s", "soon"] {
+            let err = Config::from_toml(&format!("[server]\n{key} = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("server.{key}:")),
+                "{key} = {bad}: {err}"
+            );
+        }
+    }
+    let printed: toml::Table = toml::from_str(&c.redacted_toml()).unwrap();
+    assert_eq!(printed["server"]["http2_idle_timeout"].as_str(), Some("1m"));
+}

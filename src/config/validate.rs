@@ -109,6 +109,15 @@ fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A duration above zero (a timeout of zero would close everything at once).
+fn positive(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be above 0"));
+    }
+    Ok(d)
+}
+
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         invalid(
@@ -233,6 +242,15 @@ impl Raw {
             max_body_bytes: s.max_body_bytes,
             max_header_bytes: s.max_header_bytes,
             header_read_timeout: duration("server.header_read_timeout", &s.header_read_timeout)?,
+            http2_idle_timeout: positive("server.http2_idle_timeout", &s.http2_idle_timeout)?,
+            http2_keep_alive_interval: positive(
+                "server.http2_keep_alive_interval",
+                &s.http2_keep_alive_interval,
+            )?,
+            http2_keep_alive_timeout: positive(
+                "server.http2_keep_alive_timeout",
+                &s.http2_keep_alive_timeout,
+            )?,
             shutdown_grace: duration("server.shutdown_grace", &s.shutdown_grace)?,
         };
 

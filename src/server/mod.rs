@@ -3,6 +3,7 @@
 //! requests get `server.shutdown_grace` to finish, then the admin listener closes.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +20,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::AppState;
+use crate::matrix::Body;
 use crate::proxy::{self, ConnInfo};
 use crate::routes;
 
+mod h2;
 mod sniff;
 
 use sniff::{Prefixed, Sniffed};
@@ -80,7 +83,7 @@ pub fn spawn_listener(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> JoinHandle<()> {
-    let builders = Arc::new(Builders::new(&state));
+    let builders = Arc::new(Builders::new(&state, stop.clone()));
     tokio::spawn(async move {
         let Bound {
             kind,
@@ -128,7 +131,8 @@ pub fn spawn_listener(
     })
 }
 
-/// The HTTP/1.1 and HTTP/2 connection settings of a listener.
+/// The HTTP/1.1 and HTTP/2 connection settings of a listener, and what its HTTP/2
+/// connections need to end themselves.
 ///
 /// The two protocols are served by their own builders rather than hyper-util's `auto`
 /// builder: its version sniff reads the first bytes itself and hands them back through a
@@ -137,10 +141,14 @@ pub fn spawn_listener(
 struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// The listener's stop signal (HTTP/1.1 connections get theirs from the watcher).
+    stop: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    http2_idle_timeout: Duration,
 }
 
 impl Builders {
-    fn new(state: &AppState) -> Self {
+    fn new(state: &AppState, stop: watch::Receiver<bool>) -> Self {
         let server = &state.config.server;
         let mut http1 = http1::Builder::new();
         http1
@@ -152,8 +160,16 @@ impl Builders {
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256);
-        Self { http1, http2 }
+            .max_concurrent_streams(256)
+            .keep_alive_interval(server.http2_keep_alive_interval)
+            .keep_alive_timeout(server.http2_keep_alive_timeout);
+        Self {
+            http1,
+            http2,
+            stop,
+            header_read_timeout: server.header_read_timeout,
+            http2_idle_timeout: server.http2_idle_timeout,
+        }
     }
 }
 
@@ -179,7 +195,7 @@ async fn serve_connection(
     let deadline = tokio::time::Instant::now() + state.config.server.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let notify = first_request.clone();
-    let service = service_fn(move |request: Request<Incoming>| {
+    let handle = move |request: Request<Incoming>| {
         notify.notify_one();
         let state = state.clone();
         async move {
@@ -194,7 +210,7 @@ async fn serve_connection(
             };
             Ok::<_, Infallible>(response)
         }
-    });
+    };
     // This future lives as long as the connection: what it holds inline is paid by every
     // idle keep-alive connection, so only plain HTTP/1.1 (nearly all of a sidecar's traffic)
     // is inline; HTTP/2 and TLS are boxed.
@@ -203,14 +219,13 @@ async fn serve_connection(
             Ok(Ok(Some(Sniffed::Http1))) => {
                 let conn = builders
                     .http1
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(TokioIo::new(stream), service_fn(handle));
                 first_request_within(deadline, &first_request, watcher.watch(conn)).await
             }
             // Rare (see sniff): boxed, like HTTP/2, to keep the common case small.
             Ok(Ok(Some(Sniffed::Http1Read(prefix)))) => {
-                let conn = builders
-                    .http1
-                    .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
+                let io = TokioIo::new(Prefixed::new(prefix, stream));
+                let conn = builders.http1.serve_connection(io, service_fn(handle));
                 Box::pin(first_request_within(
                     deadline,
                     &first_request,
@@ -219,15 +234,8 @@ async fn serve_connection(
                 .await
             }
             Ok(Ok(Some(Sniffed::Http2(prefix)))) => {
-                let conn = builders
-                    .http2
-                    .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
-                Box::pin(first_request_within(
-                    deadline,
-                    &first_request,
-                    watcher.watch(conn),
-                ))
-                .await
+                let io = TokioIo::new(Prefixed::new(prefix, stream));
+                Box::pin(serve_http2(io, handle, &builders, deadline, watcher)).await
             }
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
@@ -258,14 +266,11 @@ async fn serve_connection(
                 };
                 // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); without it, HTTP/1.1.
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let conn = builders
-                        .http2
-                        .serve_connection(TokioIo::new(stream), service);
-                    first_request_within(deadline, &first_request, watcher.watch(conn)).await
+                    serve_http2(TokioIo::new(stream), handle, &builders, deadline, watcher).await
                 } else {
                     let conn = builders
                         .http1
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection(TokioIo::new(stream), service_fn(handle));
                     first_request_within(deadline, &first_request, watcher.watch(conn)).await
                 }
             })
@@ -275,6 +280,49 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(listener = kind.name(), error = %e, "connection ended with an error");
     }
+}
+
+/// Serves HTTP/2 on `io` with `handle` answering each request; the connection closes once
+/// idle (see [`h2`]) or when the listener stops.
+async fn serve_http2<I, H, F>(
+    io: I,
+    handle: H,
+    builders: &Builders,
+    first_deadline: tokio::time::Instant,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> ConnResult
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Body>, Infallible>> + Send + 'static,
+{
+    let streams = h2::Streams::new();
+    let tracked = streams.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let open = tracked.open();
+        let response = handle(request);
+        async move {
+            let Ok(response) = response.await;
+            Ok::<_, Infallible>(response.map(|body| h2::Tracked::new(body, open)))
+        }
+    });
+    let conn = builders.http2.serve_connection(io, service);
+    let lifetime = h2::Lifetime {
+        first_deadline,
+        idle: builders.http2_idle_timeout,
+        closing: builders.header_read_timeout,
+    };
+    let result = h2::serve(
+        conn,
+        |conn| conn.graceful_shutdown(),
+        &streams,
+        builders.stop.clone(),
+        lifetime,
+    )
+    .await;
+    // Counted by the listener's drain until here.
+    drop(watcher);
+    result
 }
 
 /// Serves a connection, closing it (by dropping it) if no request head has arrived by
