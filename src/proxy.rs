@@ -41,21 +41,29 @@ pub enum UpstreamError {
     Timeout,
     #[error("the homeserver connection failed: {0}")]
     Protocol(String),
+    /// The client's fault, not the homeserver's: its request body stopped arriving
+    /// (`server.body_idle_timeout`), and the request was abandoned.
+    #[error("No part of the request body arrived for {} s.", .0.as_secs_f64())]
+    BodyStalled(Duration),
 }
 
 impl UpstreamError {
-    pub fn kind(&self) -> UpstreamErrorKind {
+    /// What the upstream error metric counts it as; `None` for the client's own fault.
+    pub fn kind(&self) -> Option<UpstreamErrorKind> {
         match self {
-            UpstreamError::Connect => UpstreamErrorKind::Connect,
-            UpstreamError::Timeout => UpstreamErrorKind::Timeout,
-            UpstreamError::Protocol(_) => UpstreamErrorKind::Protocol,
+            UpstreamError::Connect => Some(UpstreamErrorKind::Connect),
+            UpstreamError::Timeout => Some(UpstreamErrorKind::Timeout),
+            UpstreamError::Protocol(_) => Some(UpstreamErrorKind::Protocol),
+            UpstreamError::BodyStalled(_) => None,
         }
     }
 
-    /// 502 for an unreachable or broken upstream, 504 for a slow one.
+    /// 502 for an unreachable or broken upstream, 504 for a slow one, 408 for a client
+    /// whose body stopped.
     pub fn into_matrix(self) -> MatrixError {
         let status = match self {
             UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         };
         MatrixError::new(status, "M_UNKNOWN", self.to_string())
@@ -68,6 +76,8 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
+    /// `server.body_idle_timeout`: the longest a forwarded request body may pause.
+    body_idle_timeout: Duration,
     /// v3→r0 mapping for r0-only homeservers.
     pub compat: PathCompat,
 }
@@ -79,7 +89,10 @@ pub struct Upstream {
 pub const MAX_READ_BUF: usize = 64 * 1024;
 
 impl Upstream {
-    pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
+    pub fn new(
+        config: &config::Upstream,
+        body_idle_timeout: Duration,
+    ) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -114,6 +127,7 @@ impl Upstream {
             scheme,
             authority,
             response_timeout: config.response_timeout,
+            body_idle_timeout,
             compat: PathCompat::new(config.path_compat),
         })
     }
@@ -133,7 +147,8 @@ impl Upstream {
 
     /// Sends a prepared request and waits for the response head. The response timeout
     /// (plus `extra` for long-polls) starts once the request body has been sent, so a slow
-    /// upload is never cut short.
+    /// upload is never cut short; a stalled one is (`server.body_idle_timeout` between two
+    /// parts of it).
     pub async fn send(
         &self,
         request: Request<Body>,
@@ -141,7 +156,7 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         let started = Instant::now();
-        let (request, sent) = notify_when_sent(request);
+        let (request, sent) = forwarded(request, self.body_idle_timeout);
         let timeout = self.response_timeout + extra;
         let deadline = async move {
             // A dropped sender means the body ended (or failed): either way, count from now.
@@ -156,34 +171,55 @@ impl Upstream {
         let result = match result {
             None => Err(UpstreamError::Timeout),
             Some(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
+            Some(Err(e)) if stalled_body(&e) => {
+                Err(UpstreamError::BodyStalled(self.body_idle_timeout))
+            }
             Some(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
             Some(Ok(response)) => Ok(response),
         };
-        if let Err(e) = &result {
-            metrics.upstream_error(e.kind());
+        if let Some(kind) = result.as_ref().err().and_then(UpstreamError::kind) {
+            metrics.upstream_error(kind);
         }
         result
     }
 }
 
-/// Wraps a request body so that the returned receiver completes once the body has been
-/// sent to the end (or has failed).
-fn notify_when_sent(request: Request<Body>) -> (Request<Body>, oneshot::Receiver<()>) {
+/// Wraps a request body for its way upstream ([`Forwarded`]); the returned receiver
+/// completes once the body has been sent to the end (or has failed).
+fn forwarded(request: Request<Body>, idle: Duration) -> (Request<Body>, oneshot::Receiver<()>) {
     let (tx, rx) = oneshot::channel();
     let (parts, body) = request.into_parts();
     // An empty body is never polled: it is sent as soon as the head is.
-    let done = if body.is_end_stream() { None } else { Some(tx) };
-    let body = SentSignal { inner: body, done }.boxed();
+    if body.is_end_stream() {
+        return (Request::from_parts(parts, body), rx);
+    }
+    let body = Forwarded {
+        inner: body,
+        done: Some(tx),
+        idle,
+        last_part: tokio::time::Instant::now(),
+        timer: None,
+    }
+    .boxed();
     (Request::from_parts(parts, body), rx)
 }
 
-/// A body that drops its sender when it ends, which wakes [`notify_when_sent`]'s receiver.
-struct SentSignal {
+/// A request body on its way upstream. It drops its sender when it ends, which wakes
+/// [`forwarded`]'s receiver; and it fails when no part of it has arrived for `idle`, which
+/// makes hyper abandon the upstream request (a client trickling a body would otherwise hold
+/// an upstream connection, and a homeserver request, for as long as it likes). It streams:
+/// nothing is held back.
+struct Forwarded {
     inner: Body,
     done: Option<oneshot::Sender<()>>,
+    idle: Duration,
+    last_part: tokio::time::Instant,
+    /// Armed the first time a part is awaited, moved on only when it fires: a clock read per
+    /// part, not a timer update.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl hyper::body::Body for SentSignal {
+impl hyper::body::Body for Forwarded {
     type Data = bytes::Bytes;
     type Error = BodyError;
 
@@ -191,13 +227,37 @@ impl hyper::body::Body for SentSignal {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None | Some(Err(_))) => self.done = None,
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done = None,
-            _ => {}
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.last_part = tokio::time::Instant::now();
+                if this.inner.is_end_stream() {
+                    this.done = None;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(end) => {
+                this.done = None;
+                Poll::Ready(end)
+            }
+            Poll::Pending => {
+                let deadline = this.last_part + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                loop {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let deadline = this.last_part + this.idle;
+                    if deadline <= tokio::time::Instant::now() {
+                        this.done = None;
+                        return Poll::Ready(Some(Err(BodyError::Idle(this.idle))));
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -207,6 +267,18 @@ impl hyper::body::Body for SentSignal {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether a failed upstream request failed because its body stalled ([`Forwarded`]).
+fn stalled_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if matches!(e.downcast_ref::<BodyError>(), Some(BodyError::Idle(_))) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -430,6 +502,10 @@ pub async fn forward(
             unrecognized_as_404(prepare_response(response)).await
         }
         Ok(response) => prepare_response(response),
+        Err(e @ UpstreamError::BodyStalled(_)) => {
+            tracing::debug!(error = %e, "request body stalled; abandoned");
+            e.into_matrix().into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "upstream request failed");
             e.into_matrix().into_response()
@@ -650,6 +726,42 @@ mod tests {
         );
         // An IPv4 peer seen through an IPv6 socket is still trusted.
         assert!(is_trusted("::ffff:10.0.0.2".parse().unwrap(), &trusted));
+    }
+
+    /// A forwarded body fed part by part by the test, and what it yields.
+    fn fed_body(idle: Duration) -> (tokio::sync::mpsc::Sender<bytes::Bytes>, Body) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+                .map(|part| part.map(|b| Ok::<_, BodyError>(hyper::body::Frame::data(b))))
+        });
+        let request = Request::new(http_body_util::StreamBody::new(stream).boxed());
+        let (request, _sent) = forwarded(request, idle);
+        (tx, request.into_body())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forwarded_body_may_take_long_but_not_pause_long() {
+        let idle = Duration::from_secs(60);
+        let (tx, mut body) = fed_body(idle);
+        // Ten parts 50 s apart: 500 s in all, never 60 s without a part.
+        for _ in 0..10 {
+            let feed = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                feed.send(bytes::Bytes::from_static(b"part")).await.unwrap();
+            });
+            let frame = body.frame().await.expect("a part").expect("no error");
+            assert_eq!(frame.into_data().unwrap(), "part");
+        }
+        let started = tokio::time::Instant::now();
+        let stalled = body.frame().await.expect("an error");
+        assert!(
+            matches!(stalled, Err(BodyError::Idle(d)) if d == idle),
+            "{stalled:?}"
+        );
+        assert_eq!(started.elapsed(), idle);
+        assert!(stalled_body(&stalled.unwrap_err()));
     }
 
     #[test]

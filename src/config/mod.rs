@@ -140,6 +140,11 @@ pub struct Server {
     /// long an HTTP/1.1 keep-alive connection waits for its next request: hyper times that
     /// wait and the head together.
     pub header_read_timeout: Duration,
+    /// A forwarded request body that pauses this long between two of its parts is cut:
+    /// the upstream request is abandoned and the client gets 408 (or, when the
+    /// homeserver's answer has begun, a closed connection). Like nginx's
+    /// `client_body_timeout`; the body still streams.
+    pub body_idle_timeout: Duration,
     /// An HTTP/2 connection with no request open for this long is closed (GOAWAY): hyper
     /// has no idle timeout of its own for HTTP/2, and idle connections would pile up.
     pub http2_idle_timeout: Duration,

@@ -29,6 +29,7 @@ impl Config {
                 "max_body_bytes": self.server.max_body_bytes,
                 "max_header_bytes": self.server.max_header_bytes,
                 "header_read_timeout": dur(&self.server.header_read_timeout),
+                "body_idle_timeout": dur(&self.server.body_idle_timeout),
                 "http2_idle_timeout": dur(&self.server.http2_idle_timeout),
                 "http2_keep_alive_interval": dur(&self.server.http2_keep_alive_interval),
                 "http2_keep_alive_timeout": dur(&self.server.http2_keep_alive_timeout),

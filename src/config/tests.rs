@@ -307,10 +307,12 @@ fn advertised_versions_must_be_shaped_like_spec_versions() {
 #[test]
 fn edge_limits_have_defaults_and_are_checked() {
     let c = Config::from_toml("").unwrap();
+    assert_eq!(c.server.body_idle_timeout, Duration::from_secs(60));
     assert_eq!(c.server.http2_idle_timeout, Duration::from_secs(60));
     assert_eq!(c.server.http2_keep_alive_interval, Duration::from_secs(30));
     assert_eq!(c.server.http2_keep_alive_timeout, Duration::from_secs(20));
     for key in [
+        "body_idle_timeout",
         "http2_idle_timeout",
         "http2_keep_alive_interval",
         "http2_keep_alive_timeout",

@@ -242,6 +242,7 @@ impl Raw {
             max_body_bytes: s.max_body_bytes,
             max_header_bytes: s.max_header_bytes,
             header_read_timeout: duration("server.header_read_timeout", &s.header_read_timeout)?,
+            body_idle_timeout: positive("server.body_idle_timeout", &s.body_idle_timeout)?,
             http2_idle_timeout: positive("server.http2_idle_timeout", &s.http2_idle_timeout)?,
             http2_keep_alive_interval: positive(
                 "server.http2_keep_alive_interval",

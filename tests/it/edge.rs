@@ -172,3 +172,100 @@ async fn an_http2_client_that_stops_answering_pings_is_disconnected_mid_request(
     })
     .await;
 }
+
+/// A request body fed by the test, part by part, as a slow client sends it.
+struct ChannelBody {
+    parts: tokio::sync::mpsc::Receiver<Bytes>,
+    len: u64,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.parts
+            .poll_recv(cx)
+            .map(|part| part.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
+    }
+}
+
+/// Uploads 10 × 1 KiB to the sidecar, a part every `every` (the sender stops after
+/// `parts`); returns the status and body of the answer and how long it took.
+async fn trickled_upload(
+    sidecar: &Sidecar,
+    parts: usize,
+    every: Duration,
+) -> (StatusCode, Bytes, Duration) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let part = Bytes::from(vec![b'v'; 1024]);
+    let feeder = tokio::spawn(async move {
+        for _ in 0..parts {
+            tokio::time::sleep(every).await;
+            if tx.send(part.clone()).await.is_err() {
+                return;
+            }
+        }
+        // Stalled, not ended: the body stays open.
+        std::future::pending::<()>().await;
+    });
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<ChannelBody>();
+    let request = Request::post(sidecar.url("/_matrix/media/r0/upload?filename=clip.mp4"))
+        .body(ChannelBody {
+            parts: rx,
+            len: 10 * 1024,
+        })
+        .expect("a request");
+    let started = Instant::now();
+    let response = client.request(request).await.expect("an answer");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the answer's body")
+        .to_bytes();
+    feeder.abort();
+    (status, body, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_forwarded_upload_that_stalls_is_cut_with_408_and_a_steady_one_is_not() {
+    bounded(Duration::from_secs(15), async {
+        let (upstream, sidecar) = setup_with(|c| {
+            c.set("server.body_idle_timeout", "300ms");
+        })
+        .await;
+        // A part every 100 ms for a second: longer than the timeout in all, never idle that
+        // long.
+        let (status, body, _) = trickled_upload(&sidecar, 10, Duration::from_millis(100)).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let echo: crate::common::upstream::Echo = serde_json::from_slice(&body).expect("an echo");
+        assert_eq!(echo.body_len, 10 * 1024);
+
+        // Two parts, then nothing.
+        let (status, body, took) = trickled_upload(&sidecar, 2, Duration::from_millis(100)).await;
+        assert_eq!(
+            status,
+            StatusCode::REQUEST_TIMEOUT,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("a Matrix error");
+        assert_eq!(error["errcode"], "M_UNKNOWN");
+        assert!(
+            took < Duration::from_secs(3),
+            "cut only after {took:?} (body_idle_timeout 300 ms)"
+        );
+        assert_eq!(upstream.hits("/_matrix/media/r0/upload"), 2);
+    })
+    .await;
+}
