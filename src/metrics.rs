@@ -93,6 +93,11 @@ struct LimitLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
     outcome: &'static str,
@@ -115,6 +120,8 @@ pub struct Metrics {
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     path_compat: Gauge,
     ready: Gauge,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
 }
 
 fn store_histogram() -> Histogram {
@@ -224,6 +231,18 @@ impl Metrics {
             "1 while the sidecar is ready for traffic",
             ready.clone(),
         );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Client connections open, by listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because the listener had server.max_connections open",
+            connections_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -240,7 +259,19 @@ impl Metrics {
             outbox_oldest_age,
             path_compat,
             ready,
+            connections_open,
+            connections_refused,
         }
+    }
+
+    /// A listener's open-connection gauge and refusal counter, to be kept by the listener:
+    /// it updates them on every connection without looking them up.
+    pub fn connections(&self, listener: &'static str) -> (Gauge, Counter) {
+        let labels = ListenerLabels { listener };
+        (
+            self.connections_open.get_or_create(&labels).clone(),
+            self.connections_refused.get_or_create(&labels).clone(),
+        )
     }
 
     pub fn request(&self, route: RouteClass, status: u16) {

@@ -136,6 +136,9 @@ pub struct Server {
     pub max_body_bytes: u64,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Connections each listener holds open at most; one more is answered 503 and closed.
+    /// Keeps a flood of connections from exhausting file descriptors and memory.
+    pub max_connections: usize,
     /// A client that has not sent its whole request head by then is dropped. It is also how
     /// long an HTTP/1.1 keep-alive connection waits for its next request: hyper times that
     /// wait and the head together.

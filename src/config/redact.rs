@@ -28,6 +28,7 @@ impl Config {
                 "trusted_proxies": self.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "max_body_bytes": self.server.max_body_bytes,
                 "max_header_bytes": self.server.max_header_bytes,
+                "max_connections": self.server.max_connections,
                 "header_read_timeout": dur(&self.server.header_read_timeout),
                 "body_idle_timeout": dur(&self.server.body_idle_timeout),
                 "http2_idle_timeout": dur(&self.server.http2_idle_timeout),

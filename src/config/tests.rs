@@ -307,6 +307,13 @@ fn advertised_versions_must_be_shaped_like_spec_versions() {
 #[test]
 fn edge_limits_have_defaults_and_are_checked() {
     let c = Config::from_toml("").unwrap();
+    assert_eq!(c.server.max_connections, 10_000);
+    assert!(
+        Config::from_toml("[server]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string()
+            .starts_with("server.max_connections:")
+    );
     assert_eq!(c.server.body_idle_timeout, Duration::from_secs(60));
     assert_eq!(c.server.http2_idle_timeout, Duration::from_secs(60));
     assert_eq!(c.server.http2_keep_alive_interval, Duration::from_secs(30));

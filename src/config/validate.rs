@@ -233,6 +233,9 @@ impl Raw {
         if s.max_header_bytes < 8192 {
             return Err(invalid("server.max_header_bytes", "must be at least 8192"));
         }
+        if s.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         let server = Server {
             listen: socket_addr("server.listen", &s.listen)?,
             tls: tls_pair("server.tls_cert_file", s.tls_cert_file, s.tls_key_file)?,
@@ -241,6 +244,7 @@ impl Raw {
             trusted_proxies,
             max_body_bytes: s.max_body_bytes,
             max_header_bytes: s.max_header_bytes,
+            max_connections: s.max_connections,
             header_read_timeout: duration("server.header_read_timeout", &s.header_read_timeout)?,
             body_idle_timeout: positive("server.body_idle_timeout", &s.body_idle_timeout)?,
             http2_idle_timeout: positive("server.http2_idle_timeout", &s.http2_idle_timeout)?,

@@ -24,6 +24,7 @@ use crate::matrix::Body;
 use crate::proxy::{self, ConnInfo};
 use crate::routes;
 
+mod cap;
 mod h2;
 mod sniff;
 
@@ -83,7 +84,7 @@ pub fn spawn_listener(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> JoinHandle<()> {
-    let builders = Arc::new(Builders::new(&state, stop.clone()));
+    let builders = Arc::new(Builders::new(&state, bound.kind, stop.clone()));
     tokio::spawn(async move {
         let Bound {
             kind,
@@ -97,12 +98,17 @@ pub fn spawn_listener(
                 _ = stop.changed() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if !builders.cap.admit() {
+                            tracing::debug!(listener = kind.name(), "server.max_connections reached; connection refused");
+                            builders.cap.refuse(stream, tls.is_some());
+                            continue;
+                        }
+                        let slot = Slot(builders.clone());
                         let watcher = graceful.watcher();
                         let state = state.clone();
-                        let builders = builders.clone();
                         let tls = tls.clone();
                         tokio::spawn(async move {
-                            serve_connection(kind, stream, peer, tls, state, builders, watcher).await;
+                            serve_connection(kind, stream, peer, tls, state, slot, watcher).await;
                         });
                     }
                     Err(e) => {
@@ -145,10 +151,30 @@ struct Builders {
     stop: watch::Receiver<bool>,
     header_read_timeout: Duration,
     http2_idle_timeout: Duration,
+    /// `server.max_connections` for this listener.
+    cap: cap::Cap,
+}
+
+/// A connection's place under its listener's cap, given back when dropped; it also hands the
+/// connection its listener's settings.
+struct Slot(Arc<Builders>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.cap.release();
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Builders;
+
+    fn deref(&self) -> &Builders {
+        &self.0
+    }
 }
 
 impl Builders {
-    fn new(state: &AppState, stop: watch::Receiver<bool>) -> Self {
+    fn new(state: &AppState, kind: Listener, stop: watch::Receiver<bool>) -> Self {
         let server = &state.config.server;
         let mut http1 = http1::Builder::new();
         http1
@@ -169,6 +195,10 @@ impl Builders {
             stop,
             header_read_timeout: server.header_read_timeout,
             http2_idle_timeout: server.http2_idle_timeout,
+            cap: {
+                let (open, refused) = state.metrics.connections(kind.name());
+                cap::Cap::new(server.max_connections, open, refused)
+            },
         }
     }
 }
@@ -181,7 +211,7 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
-    builders: Arc<Builders>,
+    builders: Slot,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let _ = stream.set_nodelay(true);

@@ -269,3 +269,78 @@ async fn a_forwarded_upload_that_stalls_is_cut_with_408_and_a_steady_one_is_not(
     })
     .await;
 }
+
+/// One series of the sidecar's `/metrics` (0 when absent).
+async fn metric(sidecar: &Sidecar, series: &str) -> f64 {
+    let text = crate::common::http::get(&sidecar.admin_url("/metrics"))
+        .await
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().expect("a number"))
+}
+
+/// Sends raw bytes on a fresh connection and reads until the peer closes.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write the request");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_over_server_max_connections_gets_503_and_is_counted() {
+    bounded(Duration::from_secs(15), async {
+        let (_upstream, sidecar) = setup_with(|c| {
+            c.set("server.max_connections", 2i64);
+        })
+        .await;
+        const OPEN: &str = r#"threepid_sidecar_connections_open{listener="client"}"#;
+        const REFUSED: &str = r#"threepid_sidecar_connections_refused_total{listener="client"}"#;
+        let first = TcpStream::connect(sidecar.client).await.expect("connect");
+        let _second = TcpStream::connect(sidecar.client).await.expect("connect");
+        let mut held = false;
+        for _ in 0..200 {
+            if metric(&sidecar, OPEN).await == 2.0 {
+                held = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(held, "the sidecar did not take both connections");
+
+        let answer = raw_exchange(
+            sidecar.client,
+            b"GET /_matrix/client/r0/account/whoami HTTP/1.1\r\nhost: hs.example\r\n\r\n",
+        )
+        .await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+        assert!(head.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        let error: serde_json::Value = serde_json::from_str(body).expect("a Matrix error");
+        assert_eq!(error["errcode"], "M_UNKNOWN");
+        assert!(error["error"].as_str().is_some_and(|e| e.len() > 10));
+        assert_eq!(metric(&sidecar, REFUSED).await, 1.0);
+        assert_eq!(metric(&sidecar, OPEN).await, 2.0);
+
+        // A place given back is taken again.
+        drop(first);
+        let mut answered = None;
+        for _ in 0..100 {
+            let answer = raw_exchange(
+                sidecar.client,
+                b"GET /after HTTP/1.1\r\nhost: hs.example\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+            if answer.starts_with("HTTP/1.1 200") {
+                answered = Some(answer);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered.is_some(), "no place was given back");
+    })
+    .await;
+}
