@@ -122,6 +122,8 @@ pub struct Metrics {
     ready: Gauge,
     connections_open: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
+    upstream_requests_open: Gauge,
+    upstream_requests_refused: Counter,
 }
 
 fn store_histogram() -> Histogram {
@@ -243,6 +245,19 @@ impl Metrics {
             "Connections refused because the listener had server.max_connections open",
             connections_refused.clone(),
         );
+        let upstream_requests_open = Gauge::default();
+        registry.register(
+            "upstream_requests_open",
+            "Requests to the homeserver in progress (each holds one upstream connection)",
+            upstream_requests_open.clone(),
+        );
+        let upstream_requests_refused = Counter::default();
+        registry.register(
+            "upstream_requests_refused",
+            "Requests answered 503 because upstream.max_connections requests to the homeserver \
+             were in progress",
+            upstream_requests_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -261,7 +276,18 @@ impl Metrics {
             ready,
             connections_open,
             connections_refused,
+            upstream_requests_open,
+            upstream_requests_refused,
         }
+    }
+
+    /// The gauge of requests in progress to the homeserver and the counter of those refused
+    /// at its cap, to be kept by the upstream client.
+    pub fn upstream_requests(&self) -> (Gauge, Counter) {
+        (
+            self.upstream_requests_open.clone(),
+            self.upstream_requests_refused.clone(),
+        )
     }
 
     /// A listener's open-connection gauge and refusal counter, to be kept by the listener:

@@ -17,6 +17,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
 use crate::compat::PathCompat;
@@ -45,6 +47,9 @@ pub enum UpstreamError {
     /// (`server.body_idle_timeout`), and the request was abandoned.
     #[error("No part of the request body arrived for {} s.", .0.as_secs_f64())]
     BodyStalled(Duration),
+    /// `upstream.max_connections` requests to the homeserver are in progress.
+    #[error("Too many requests to the homeserver are in progress; try again shortly.")]
+    Busy,
 }
 
 impl UpstreamError {
@@ -54,15 +59,16 @@ impl UpstreamError {
             UpstreamError::Connect => Some(UpstreamErrorKind::Connect),
             UpstreamError::Timeout => Some(UpstreamErrorKind::Timeout),
             UpstreamError::Protocol(_) => Some(UpstreamErrorKind::Protocol),
-            UpstreamError::BodyStalled(_) => None,
+            UpstreamError::BodyStalled(_) | UpstreamError::Busy => None,
         }
     }
 
-    /// 502 for an unreachable or broken upstream, 504 for a slow one, 408 for a client
-    /// whose body stopped.
+    /// 502 for an unreachable or broken upstream, 504 for a slow one, 503 at the cap, 408
+    /// for a client whose body stopped.
     pub fn into_matrix(self) -> MatrixError {
         let status = match self {
             UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         };
@@ -78,6 +84,10 @@ pub struct Upstream {
     response_timeout: Duration,
     /// `server.body_idle_timeout`: the longest a forwarded request body may pause.
     body_idle_timeout: Duration,
+    /// `upstream.max_connections`, and the gauge that counts requests against it.
+    max_in_progress: i64,
+    in_progress: Gauge,
+    refused: Counter,
     /// v3→r0 mapping for r0-only homeservers.
     pub compat: PathCompat,
 }
@@ -92,6 +102,7 @@ impl Upstream {
     pub fn new(
         config: &config::Upstream,
         body_idle_timeout: Duration,
+        metrics: &Metrics,
     ) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -108,6 +119,7 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle)
             .http1_max_buf_size(MAX_READ_BUF)
             .build(https);
+        let (in_progress, refused) = metrics.upstream_requests();
         let url = &config.url;
         let scheme = if url.scheme() == "https" {
             Scheme::HTTPS
@@ -128,6 +140,9 @@ impl Upstream {
             authority,
             response_timeout: config.response_timeout,
             body_idle_timeout,
+            max_in_progress: i64::try_from(config.max_connections).unwrap_or(i64::MAX),
+            in_progress,
+            refused,
             compat: PathCompat::new(config.path_compat),
         })
     }
@@ -148,13 +163,18 @@ impl Upstream {
     /// Sends a prepared request and waits for the response head. The response timeout
     /// (plus `extra` for long-polls) starts once the request body has been sent, so a slow
     /// upload is never cut short; a stalled one is (`server.body_idle_timeout` between two
-    /// parts of it).
+    /// parts of it). At `upstream.max_connections` requests in progress, refuses at once;
+    /// the answer's body holds its place until it ends or is dropped.
     pub async fn send(
         &self,
         request: Request<Body>,
         extra: Duration,
         metrics: &Metrics,
-    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
+        let Some(place) = self.take_place() else {
+            tracing::debug!("upstream.max_connections requests in progress; refused");
+            return Err(UpstreamError::Busy);
+        };
         let started = Instant::now();
         let (request, sent) = forwarded(request, self.body_idle_timeout);
         let timeout = self.response_timeout + extra;
@@ -175,12 +195,68 @@ impl Upstream {
                 Err(UpstreamError::BodyStalled(self.body_idle_timeout))
             }
             Some(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
-            Some(Ok(response)) => Ok(response),
+            Some(Ok(response)) => Ok(response.map(|body| {
+                UpstreamBody {
+                    inner: body,
+                    place: Some(place),
+                }
+                .boxed()
+            })),
         };
         if let Some(kind) = result.as_ref().err().and_then(UpstreamError::kind) {
             metrics.upstream_error(kind);
         }
         result
+    }
+}
+
+impl Upstream {
+    fn take_place(&self) -> Option<Place> {
+        if self.in_progress.inc() >= self.max_in_progress {
+            self.in_progress.dec();
+            self.refused.inc();
+            return None;
+        }
+        Some(Place(self.in_progress.clone()))
+    }
+}
+
+/// One request's place under `upstream.max_connections`, given back when dropped.
+struct Place(Gauge);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The homeserver's answer body: holds its request's [`Place`] until it ends or is dropped.
+struct UpstreamBody {
+    inner: hyper::body::Incoming,
+    place: Option<Place>,
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+            self.place = None;
+        }
+        polled.map_err(BodyError::Hyper)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -333,10 +409,10 @@ pub fn prepare_request(
 }
 
 /// Cleans the homeserver's response for the client.
-pub fn prepare_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+pub fn prepare_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, crate::matrix::streamed(body))
+    Response::from_parts(parts, body)
 }
 
 /// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.
@@ -502,8 +578,8 @@ pub async fn forward(
             unrecognized_as_404(prepare_response(response)).await
         }
         Ok(response) => prepare_response(response),
-        Err(e @ UpstreamError::BodyStalled(_)) => {
-            tracing::debug!(error = %e, "request body stalled; abandoned");
+        Err(e @ (UpstreamError::BodyStalled(_) | UpstreamError::Busy)) => {
+            tracing::debug!(error = %e, "not forwarded");
             e.into_matrix().into_response()
         }
         Err(e) => {

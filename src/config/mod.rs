@@ -176,6 +176,10 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Requests to the homeserver in progress at most (each holds one upstream connection,
+    /// from its head until the answer's body has been sent on or dropped); one more is
+    /// answered 503 at once rather than queued.
+    pub max_connections: usize,
     /// v3→r0 path mapping for r0-only homeservers.
     pub path_compat: PathCompatMode,
     /// In `path_compat = "auto"`, how often the upstream's `/versions` is read again.

@@ -42,6 +42,7 @@ impl Config {
                 "response_timeout": dur(&self.upstream.response_timeout),
                 "pool_idle_timeout": dur(&self.upstream.pool_idle_timeout),
                 "pool_max_idle": self.upstream.pool_max_idle,
+                "max_connections": self.upstream.max_connections,
                 "path_compat": self.upstream.path_compat,
                 "versions_refresh": dur(&self.upstream.versions_refresh),
                 "advertise_versions": self.upstream.advertise_versions,

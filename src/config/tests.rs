@@ -308,6 +308,13 @@ fn advertised_versions_must_be_shaped_like_spec_versions() {
 fn edge_limits_have_defaults_and_are_checked() {
     let c = Config::from_toml("").unwrap();
     assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.upstream.max_connections, 4096);
+    assert!(
+        Config::from_toml("[upstream]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string()
+            .starts_with("upstream.max_connections:")
+    );
     assert!(
         Config::from_toml("[server]\nmax_connections = 0\n")
             .unwrap_err()

@@ -267,12 +267,16 @@ impl Raw {
                 "must be http://host[:port] or https://host[:port]",
             ));
         }
+        if u.max_connections == 0 {
+            return Err(invalid("upstream.max_connections", "must be at least 1"));
+        }
         let upstream = Upstream {
             url,
             connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout)?,
             response_timeout: duration("upstream.response_timeout", &u.response_timeout)?,
             pool_idle_timeout: duration("upstream.pool_idle_timeout", &u.pool_idle_timeout)?,
             pool_max_idle: u.pool_max_idle,
+            max_connections: u.max_connections,
             path_compat: u.path_compat,
             versions_refresh: duration("upstream.versions_refresh", &u.versions_refresh)?,
             advertise_versions: advertise_versions(u.advertise_versions)?,

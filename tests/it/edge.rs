@@ -344,3 +344,66 @@ async fn a_connection_over_server_max_connections_gets_503_and_is_counted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_request_over_upstream_max_connections_gets_503_until_a_place_is_given_back() {
+    bounded(Duration::from_secs(20), async {
+        let (upstream, sidecar) = setup_with(|c| {
+            c.set("upstream.max_connections", 1i64);
+        })
+        .await;
+        const OPEN: &str = "threepid_sidecar_upstream_requests_open";
+        const REFUSED: &str = "threepid_sidecar_upstream_requests_refused_total";
+        let busy = |answer: &crate::common::http::Answer| {
+            answer.status == StatusCode::SERVICE_UNAVAILABLE && answer.errcode() == "M_UNKNOWN"
+        };
+
+        // A request the homeserver holds takes the one place.
+        let hang_url = sidecar.url("/hang");
+        let hang = tokio::spawn(async move { crate::common::http::get(&hang_url).await });
+        assert!(
+            wait_until(Duration::from_secs(3), || upstream.hits("/hang") == 1).await,
+            "the request reached the upstream"
+        );
+        let refused = crate::common::http::get(&sidecar.url("/refused")).await;
+        assert!(busy(&refused), "{} {}", refused.status, refused.text());
+        assert_eq!(upstream.hits("/refused"), 0);
+        assert_eq!(metric(&sidecar, OPEN).await, 1.0);
+        assert_eq!(metric(&sidecar, REFUSED).await, 1.0);
+        hang.abort();
+        assert!(
+            wait_until(Duration::from_secs(3), || upstream.hangs_dropped() == 1).await,
+            "the upstream request was cancelled"
+        );
+        assert_eq!(
+            crate::common::http::get(&sidecar.url("/after-hang"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+
+        // An answer whose body is still on its way holds the place too, until it is dropped.
+        let client = crate::common::http::client();
+        let download = client
+            .get(sidecar.url("/download/67108864").parse().expect("a URI"))
+            .await
+            .expect("the download starts");
+        assert_eq!(download.status(), StatusCode::OK);
+        let refused = crate::common::http::get(&sidecar.url("/refused")).await;
+        assert!(busy(&refused), "{} {}", refused.status, refused.text());
+        drop(download);
+        let mut status = None;
+        for _ in 0..100 {
+            let answer = crate::common::http::get(&sidecar.url("/after-download")).await;
+            if answer.status == StatusCode::OK {
+                status = Some(answer.status);
+                break;
+            }
+            assert!(busy(&answer), "{} {}", answer.status, answer.text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, Some(StatusCode::OK), "the place was not given back");
+        assert_eq!(metric(&sidecar, OPEN).await, 0.0);
+    })
+    .await;
+}
