@@ -262,7 +262,7 @@ fn forwarded(request: Request<Body>, idle: Duration) -> (Request<Body>, oneshot:
         inner: body,
         done: Some(tx),
         idle,
-        last_part: tokio::time::Instant::now(),
+        waiting_since: None,
         timer: None,
     }
     .boxed();
@@ -270,17 +270,19 @@ fn forwarded(request: Request<Body>, idle: Duration) -> (Request<Body>, oneshot:
 }
 
 /// A request body on its way upstream. It drops its sender when it ends, which wakes
-/// [`forwarded`]'s receiver; and it fails when no part of it has arrived for `idle`, which
-/// makes hyper abandon the upstream request (a client trickling a body would otherwise hold
-/// an upstream connection, and a homeserver request, for as long as it likes). It streams:
-/// nothing is held back.
+/// [`forwarded`]'s receiver; and it fails when it has waited `idle` for the client's next
+/// part, which makes hyper abandon the upstream request (a client trickling a body would
+/// otherwise hold an upstream connection, and a homeserver request, for as long as it
+/// likes). Only waiting on the client counts: while the homeserver is slow to read, the body
+/// is not polled and its clock does not run. It streams: nothing is held back.
 struct Forwarded {
     inner: Body,
     done: Option<oneshot::Sender<()>>,
     idle: Duration,
-    last_part: tokio::time::Instant,
+    /// Since when the client's next part has been awaited.
+    waiting_since: Option<tokio::time::Instant>,
     /// Armed the first time a part is awaited, moved on only when it fires: a clock read per
-    /// part, not a timer update.
+    /// wait, not a timer update.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -295,7 +297,7 @@ impl hyper::body::Body for Forwarded {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.last_part = tokio::time::Instant::now();
+                this.waiting_since = None;
                 if this.inner.is_end_stream() {
                     this.done = None;
                 }
@@ -306,7 +308,10 @@ impl hyper::body::Body for Forwarded {
                 Poll::Ready(end)
             }
             Poll::Pending => {
-                let deadline = this.last_part + this.idle;
+                let since = *this
+                    .waiting_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                let deadline = since + this.idle;
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -314,7 +319,6 @@ impl hyper::body::Body for Forwarded {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let deadline = this.last_part + this.idle;
                     if deadline <= tokio::time::Instant::now() {
                         this.done = None;
                         return Poll::Ready(Some(Err(BodyError::Idle(this.idle))));
@@ -395,5 +399,21 @@ mod tests {
         );
         assert_eq!(started.elapsed(), idle);
         assert!(stalled_body(&stalled.unwrap_err()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_homeserver_takes_to_read_does_not_count_against_the_client() {
+        let idle = Duration::from_secs(60);
+        let (tx, mut body) = fed_body(idle);
+        tx.send(bytes::Bytes::from_static(b"first")).await.unwrap();
+        body.frame().await.expect("a part").expect("no error");
+        // The homeserver reads nothing for 100 s: the body is not polled meanwhile.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tx.send(bytes::Bytes::from_static(b"second")).await.unwrap();
+        });
+        let frame = body.frame().await.expect("a part").expect("no error");
+        assert_eq!(frame.into_data().unwrap(), "second");
     }
 }
