@@ -221,7 +221,8 @@ async fn serve_connection(
     };
     // hyper's header_read_timeout covers HTTP/1 request heads once a connection is being
     // served; the protocol sniff, the TLS handshake and HTTP/2 have none of their own: the
-    // first request head must arrive within header_read_timeout, or the connection is closed.
+    // first request head must arrive within header_read_timeout, or the connection is closed
+    // (HTTP/2: by h2::serve, which also closes it once idle).
     let deadline = tokio::time::Instant::now() + state.config.server.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let notify = first_request.clone();
