@@ -3,7 +3,7 @@
 //! stall (`server.body_idle_timeout`).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -281,9 +281,10 @@ struct Forwarded {
     idle: Duration,
     /// Since when the client's next part has been awaited.
     waiting_since: Option<tokio::time::Instant>,
-    /// Armed the first time a part is awaited, moved on only when it fires: a clock read per
-    /// wait, not a timer update.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Armed the first time a part is awaited, moved on only when it fires, and polled only
+    /// then or when another task polls the body: a clock read per wait, not a timer update.
+    /// With the waker it was last polled with (the timer wakes that task).
+    timer: Option<(Pin<Box<tokio::time::Sleep>>, Waker)>,
 }
 
 impl hyper::body::Body for Forwarded {
@@ -312,9 +313,20 @@ impl hyper::body::Body for Forwarded {
                     .waiting_since
                     .get_or_insert_with(tokio::time::Instant::now);
                 let deadline = since + this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if let Some((timer, waker)) = &this.timer
+                    && !timer.is_elapsed()
+                    && waker.will_wake(cx.waker())
+                {
+                    // Armed for this task, at or before the deadline: it will wake us.
+                    return Poll::Pending;
+                }
+                let (timer, waker) = this.timer.get_or_insert_with(|| {
+                    (
+                        Box::pin(tokio::time::sleep_until(deadline)),
+                        cx.waker().clone(),
+                    )
+                });
+                waker.clone_from(cx.waker());
                 loop {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
