@@ -110,6 +110,11 @@ struct LimitLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
     outcome: &'static str,
@@ -135,6 +140,10 @@ pub struct Metrics {
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     path_compat: Gauge,
     ready: Gauge,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    upstream_requests_open: Gauge,
+    upstream_requests_refused: Counter,
 }
 
 fn store_histogram() -> Histogram {
@@ -265,6 +274,31 @@ impl Metrics {
             "1 while the sidecar is ready for traffic",
             ready.clone(),
         );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Client connections open, by listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because the listener had server.max_connections open",
+            connections_refused.clone(),
+        );
+        let upstream_requests_open = Gauge::default();
+        registry.register(
+            "upstream_requests_open",
+            "Requests to the homeserver in progress (each holds one upstream connection)",
+            upstream_requests_open.clone(),
+        );
+        let upstream_requests_refused = Counter::default();
+        registry.register(
+            "upstream_requests_refused",
+            "Requests answered 503 because upstream.max_connections requests to the homeserver \
+             were in progress",
+            upstream_requests_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -284,7 +318,30 @@ impl Metrics {
             outbox_oldest_age,
             path_compat,
             ready,
+            connections_open,
+            connections_refused,
+            upstream_requests_open,
+            upstream_requests_refused,
         }
+    }
+
+    /// The gauge of requests in progress to the homeserver and the counter of those refused
+    /// at its cap, to be kept by the upstream client.
+    pub fn upstream_requests(&self) -> (Gauge, Counter) {
+        (
+            self.upstream_requests_open.clone(),
+            self.upstream_requests_refused.clone(),
+        )
+    }
+
+    /// A listener's open-connection gauge and refusal counter, to be kept by the listener:
+    /// it updates them on every connection without looking them up.
+    pub fn connections(&self, listener: &'static str) -> (Gauge, Counter) {
+        let labels = ListenerLabels { listener };
+        (
+            self.connections_open.get_or_create(&labels).clone(),
+            self.connections_refused.get_or_create(&labels).clone(),
+        )
     }
 
     pub fn request(&self, route: RouteClass, status: u16) {

@@ -164,7 +164,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let (store, redis) = build_store(&config, &metrics)?;
     let outbox_reader = redis.as_ref().map(|_| outbox_reader(&config)).transpose()?;
-    let upstream = Upstream::new(&config.upstream)?;
+    let upstream = Upstream::new(&config.upstream, config.server.body_idle_timeout, &metrics)?;
 
     let client_tls = config
         .server

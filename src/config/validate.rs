@@ -99,6 +99,15 @@ fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A duration above zero (a timeout of zero would close everything at once).
+fn positive(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be above 0"));
+    }
+    Ok(d)
+}
+
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         invalid(
@@ -214,6 +223,9 @@ impl Raw {
         if s.max_header_bytes < 8192 {
             return Err(invalid("server.max_header_bytes", "must be at least 8192"));
         }
+        if s.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         let server = Server {
             listen: socket_addr("server.listen", &s.listen)?,
             tls: tls_pair("server.tls_cert_file", s.tls_cert_file, s.tls_key_file)?,
@@ -222,7 +234,18 @@ impl Raw {
             trusted_proxies,
             max_body_bytes: s.max_body_bytes,
             max_header_bytes: s.max_header_bytes,
+            max_connections: s.max_connections,
             header_read_timeout: duration("server.header_read_timeout", &s.header_read_timeout)?,
+            body_idle_timeout: positive("server.body_idle_timeout", &s.body_idle_timeout)?,
+            http2_idle_timeout: positive("server.http2_idle_timeout", &s.http2_idle_timeout)?,
+            http2_keep_alive_interval: positive(
+                "server.http2_keep_alive_interval",
+                &s.http2_keep_alive_interval,
+            )?,
+            http2_keep_alive_timeout: positive(
+                "server.http2_keep_alive_timeout",
+                &s.http2_keep_alive_timeout,
+            )?,
             shutdown_grace: duration("server.shutdown_grace", &s.shutdown_grace)?,
         };
 
@@ -234,12 +257,16 @@ impl Raw {
                 "must be http://host[:port] or https://host[:port]",
             ));
         }
+        if u.max_connections == 0 {
+            return Err(invalid("upstream.max_connections", "must be at least 1"));
+        }
         let upstream = Upstream {
             url,
             connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout)?,
             response_timeout: duration("upstream.response_timeout", &u.response_timeout)?,
             pool_idle_timeout: duration("upstream.pool_idle_timeout", &u.pool_idle_timeout)?,
             pool_max_idle: u.pool_max_idle,
+            max_connections: u.max_connections,
             path_compat: u.path_compat,
             versions_refresh: duration("upstream.versions_refresh", &u.versions_refresh)?,
             advertise_versions: advertise_versions(u.advertise_versions)?,

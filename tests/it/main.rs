@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod creds;
 mod deploy;
+mod edge;
 mod email_flow;
 mod input_table;
 mod languages;

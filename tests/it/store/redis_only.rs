@@ -46,7 +46,7 @@ async fn redis_keys_carry_the_prefix_and_a_sid_hash_tag() {
     );
     assert!(!index[0].contains("example.org"), "the address is hashed");
     let members: Vec<String> = query(&mut con, &["SMEMBERS", &index[0]]);
-    assert_eq!(members, [sid.clone()]);
+    assert_eq!(members, std::slice::from_ref(&sid));
     let ttl: i64 = query(&mut con, &["PTTL", &index[0]]);
     assert!(ttl > HOUR as i64 && ttl <= 2 * HOUR as i64, "{ttl}");
     let lookup: Option<String> = query(&mut con, &["GET", &lookup_key("a@example.org")]);
