@@ -420,6 +420,11 @@ pub struct RateLimits {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// The admin API's bearer tokens, one per line of `api_token_file` (two during a
+    /// rotation); the API is off when there are none.
+    pub api_tokens: Vec<SecretString>,
+    /// Where they were read from (printed by check-config, never the tokens).
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// The languages of mail, SMS and pages.

@@ -317,12 +317,14 @@ impl Default for RawRateLimit {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) listen: String,
+    pub(super) api_token_file: Option<PathBuf>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".into(),
+            api_token_file: None,
         }
     }
 }

@@ -118,7 +118,11 @@ impl Config {
                 "request_token_per_address": rl(&self.rate_limit.request_token_per_address),
                 "submit_per_ip": rl(&self.rate_limit.submit_per_ip),
             },
-            "admin": { "listen": self.admin.listen.to_string() },
+            "admin": {
+                "listen": self.admin.listen.to_string(),
+                "api_token_file": self.admin.api_token_file,
+                "api_tokens": self.admin.api_tokens.len(),
+            },
             "policy": {
                 "denied_domains": self.policy.denied_domains,
                 "denied_addresses": self.policy.denied_addresses.iter().map(|r| r.as_str()).collect::<Vec<_>>(),

@@ -153,6 +153,49 @@ fn secret(
     }
 }
 
+/// The shortest admin API token accepted: 32 characters (say 24 random bytes in base64).
+const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// `admin.api_token_file`: one token per line (blank lines and the trailing newline
+/// ignored), each at least [`MIN_ADMIN_TOKEN_LEN`] printable ASCII characters.
+fn admin_tokens(file: Option<&std::path::Path>) -> Result<Vec<SecretString>, ConfigError> {
+    const KEY: &str = "admin.api_token_file";
+    let Some(path) = file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(KEY, format!("cannot read {}: {e}", path.display())))?;
+    let mut tokens = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let token = line.trim();
+        if token.is_empty() {
+            continue;
+        }
+        if token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "line {} of {}: a token is at least {MIN_ADMIN_TOKEN_LEN} printable ASCII \
+                     characters without spaces (e.g. `openssl rand -base64 32`)",
+                    n + 1,
+                    path.display()
+                ),
+            ));
+        }
+        tokens.push(SecretString::from(token.to_owned()));
+    }
+    if tokens.is_empty() {
+        return Err(invalid(
+            KEY,
+            format!(
+                "{} holds no token; remove the setting to turn the admin API off",
+                path.display()
+            ),
+        ));
+    }
+    Ok(tokens)
+}
+
 /// `upstream.advertise_versions`: each shaped `vN.N` (a Matrix spec version), no repeats.
 fn advertise_versions(versions: Vec<String>) -> Result<Vec<String>, ConfigError> {
     const KEY: &str = "upstream.advertise_versions";
@@ -605,6 +648,8 @@ impl Raw {
             notices,
             admin: Admin {
                 listen: socket_addr("admin.listen", &self.admin.listen)?,
+                api_tokens: admin_tokens(self.admin.api_token_file.as_deref())?,
+                api_token_file: self.admin.api_token_file,
             },
             log: Log {
                 format: l.format,

@@ -203,9 +203,6 @@ pub trait Queue: Send + Sync + 'static {
         me: &str,
         idle: Duration,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
-
-    /// How many entries are queued, and when (unix ms) the oldest was.
-    fn stats(&self) -> impl Future<Output = Result<(u64, Option<u64>), StoreError>> + Send;
 }
 
 /// What to do after attempt `attempt` of a message failed.

@@ -247,10 +247,12 @@ impl<Q: Queue> Sender<Q> {
     }
 
     async fn update_gauges(&self) {
-        match self.queue.stats().await {
-            Ok((len, oldest)) => {
-                let age_ms = oldest.map_or(0, |t| now_ms().saturating_sub(t));
-                self.state.metrics.set_outbox(len, age_ms as f64 / 1000.0);
+        match self.state.store.outbox_report(0).await {
+            Ok(report) => {
+                let age_ms = report.oldest_ms.map_or(0, |t| now_ms().saturating_sub(t));
+                self.state
+                    .metrics
+                    .set_outbox(report.pending, age_ms as f64 / 1000.0, report.dead);
             }
             Err(e) => tracing::debug!(error = %e, "outbox: could not read its length"),
         }

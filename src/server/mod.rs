@@ -237,7 +237,7 @@ async fn serve_connection(
                 Listener::Identity => {
                     Box::pin(routes::identity::handle(&state, &conn, request)).await
                 }
-                Listener::Admin => Box::pin(routes::admin::handle(&state, request)).await,
+                Listener::Admin => Box::pin(routes::admin::handle(&state, &conn, request)).await,
             };
             Ok::<_, Infallible>(response)
         }

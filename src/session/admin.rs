@@ -3,6 +3,7 @@
 //! themselves are on [`super::SessionStore`], so both backends answer them.
 
 use super::Session;
+use crate::threepid::Medium;
 
 /// A session as the admin API shows it: the session, and its times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct OutboxReport {
 pub enum RetryOutcome {
     /// A new message, with a new token, is queued as this outbox entry; the dead letter is
     /// gone.
-    Queued { entry: String },
+    Queued { entry: String, medium: Medium },
     /// No dead letter has this ID.
     NotFound,
     /// Not a verification message (a notice or a malformed entry): nothing to send again.

@@ -11,6 +11,7 @@ use crate::common::logs;
 use crate::common::redis::RedisServer;
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::smtp::SmtpServer;
+pub use crate::common::smtp::{link_in, query_param};
 use crate::common::synapse::{Synapse, SynapseOptions};
 
 const MAIL_WAIT: Duration = Duration::from_secs(15);
@@ -151,24 +152,6 @@ impl Stack {
         assert_eq!(done.status, StatusCode::OK, "{}", done.text());
         sid
     }
-}
-
-pub fn link_in(text: &str) -> String {
-    let start = text.find("http").expect("a link in the mail");
-    text[start..]
-        .split_whitespace()
-        .next()
-        .expect("the link")
-        .to_owned()
-}
-
-pub fn query_param(link: &str, key: &str) -> String {
-    url::Url::parse(link)
-        .expect("a URL")
-        .query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no {key} in {link}"))
 }
 
 fn metric(metrics: &str, line_start: &str) -> u64 {

@@ -1,4 +1,5 @@
 mod abuse;
+mod admin_api;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;

@@ -45,7 +45,7 @@ use crate::session::StoreError;
 use crate::session::redis::RedisStore;
 use crate::token::TokenHash;
 pub use reader::OutboxReader;
-use reply::{array, consumers, corrupt, entries, id_time, int, stream_entries, text};
+use reply::{array, consumers, entries, int, stream_entries, text};
 
 /// The consumer group every replica's senders read through.
 pub const GROUP: &str = "senders";
@@ -371,32 +371,6 @@ impl Queue for RedisQueue {
             Ok(forgotten)
         };
         bound_all(self.store.command_timeout(), op).await
-    }
-
-    /// The outbox's length and the enqueue time (unix ms) of its oldest entry.
-    async fn stats(&self) -> Result<(u64, Option<u64>), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(self.store.outbox_key())
-            .cmd("XRANGE")
-            .arg(self.store.outbox_key())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
-        let pipe = &pipe;
-        let op = self
-            .link()
-            .first_call(move |mut c| async move { pipe.query_async::<(u64, Value)>(&mut c).await });
-        let (_, (len, oldest)) = bound_all(self.store.command_timeout(), op).await?;
-        let oldest = array(&oldest)?
-            .first()
-            .map(|entry| match array(entry)?.first() {
-                Some(id) => Ok(id_time(&text(id)?)),
-                None => Err(corrupt("an XRANGE entry without an ID")),
-            })
-            .transpose()?;
-        Ok((len, oldest))
     }
 }
 

@@ -180,12 +180,14 @@ impl RedisStore {
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(max);
+            // Not 0, which some Redis versions read as "no limit".
+            .arg(max.max(1));
         let pipe = &pipe;
-        let (_, (dead, newest)): (Conn, (u64, Vec<StreamEntry>)) = self
+        let (_, (dead, mut newest)): (Conn, (u64, Vec<StreamEntry>)) = self
             .connection
             .first_call(move |mut c| async move { pipe.query_async(&mut c).await })
             .await?;
+        newest.truncate(max);
         Ok(OutboxReport {
             durable: true,
             pending,
@@ -293,7 +295,10 @@ impl RedisStore {
             .connection
             .call(conn.generation, pipe.query_async(&mut conn.manager))
             .await?;
-        Ok(RetryOutcome::Queued { entry })
+        Ok(RetryOutcome::Queued {
+            entry,
+            medium: Medium::parse(medium).unwrap_or(Medium::Email),
+        })
     }
 
     pub(super) async fn drop_dead_letter_inner(&self, id: &str) -> Result<bool, StoreError> {
