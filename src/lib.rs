@@ -299,20 +299,9 @@ fn build_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Stores, sessio
     let backend: Arc<dyn SessionStore> = match config.store.backend {
         StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),
         StoreBackend::Redis => {
-            use crate::config::StoreTopology;
-            use crate::redis_link::Topology;
             use crate::session::redis::RedisStore;
-            let topology = match &config.store.topology {
-                StoreTopology::Single => Topology::Single {
-                    url: config.store.url.clone(),
-                },
-                StoreTopology::Sentinel(sentinel) => Topology::Sentinel(sentinel.clone()),
-                StoreTopology::Cluster { nodes } => Topology::Cluster {
-                    nodes: nodes.clone(),
-                },
-            };
             let store = Arc::new(RedisStore::with_topology(
-                &topology,
+                &redis_link::Topology::from_config(&config.store),
                 settings,
                 config.store.command_timeout,
             )?);
