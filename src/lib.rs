@@ -290,11 +290,7 @@ type Stores = (
 );
 
 fn build_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Stores, session::StoreError> {
-    let settings = StoreSettings {
-        key_prefix: config.store.key_prefix.clone(),
-        session_lifetime: config.threepid.session_lifetime,
-        max_submit_attempts: config.threepid.max_submit_attempts,
-    };
+    let settings = StoreSettings::from_config(config);
     let mut redis = None;
     let backend: Arc<dyn SessionStore> = match config.store.backend {
         StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),

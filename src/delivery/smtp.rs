@@ -52,7 +52,7 @@ pub enum Security {
 }
 
 /// The steps of opening a session, in order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
     /// The TCP connection.
     #[default]

@@ -328,11 +328,7 @@ where
 /// `TLS 1.3`: the protocol version a handshake settled on.
 fn tls_version<S>(stream: &tokio_rustls::client::TlsStream<S>) -> Option<String> {
     let version = stream.get_ref().1.protocol_version()?;
-    Some(match version {
-        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_owned(),
-        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_owned(),
-        other => format!("{other:?}"),
-    })
+    Some(crate::tls::version_name(version))
 }
 
 /// A reply as read: its code and its whole text (every line, with their CRLFs).
