@@ -27,6 +27,7 @@ pub mod templates;
 pub mod threepid;
 pub mod tls;
 pub mod token;
+pub mod toolkit;
 pub mod validate;
 
 use std::net::SocketAddr;
