@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use threepid_sidecar::config::{self, Config};
-use threepid_sidecar::toolkit::doctor;
+use threepid_sidecar::threepid::Purpose;
+use threepid_sidecar::toolkit::{doctor, send_test};
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -37,6 +38,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one real message through the configured transport, now, and print each step.
+    SendTest {
+        /// Mail this address.
+        #[arg(long, required_unless_present = "msisdn", conflicts_with = "msisdn")]
+        email: Option<String>,
+        /// Text this number (international: +447700900123).
+        #[arg(long)]
+        msisdn: Option<String>,
+        /// The mail of this purpose: registration, password_reset, add_threepid.
+        #[arg(long, default_value = "registration", value_parser = |s: &str| Purpose::parse(s).ok_or("registration, password_reset or add_threepid"))]
+        purpose: Purpose,
+        /// The language to write it in (default: i18n.default_language).
+        #[arg(long)]
+        lang: Option<String>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
@@ -63,6 +79,19 @@ fn main() -> ExitCode {
     let code = match command {
         Command::Run | Command::Doctor { .. } => return run(config),
         Command::CheckConfig => check_config(&config),
+        Command::SendTest {
+            email,
+            msisdn,
+            purpose,
+            lang,
+        } => {
+            let target = match (email, msisdn) {
+                (Some(address), _) => send_test::Target::Email(address),
+                (None, Some(number)) => send_test::Target::Msisdn(number),
+                (None, None) => unreachable!("clap requires --email or --msisdn"),
+            };
+            send_test::main(&config, &target, purpose, lang.as_deref())
+        }
     };
     ExitCode::from(code)
 }
