@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use threepid_sidecar::config::{self, Config};
 use threepid_sidecar::threepid::Purpose;
-use threepid_sidecar::toolkit::{doctor, send_test};
+use threepid_sidecar::toolkit::{doctor, render, send_test};
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -53,6 +53,19 @@ enum Command {
         #[arg(long)]
         lang: Option<String>,
     },
+    /// Preview what users get.
+    #[command(subcommand)]
+    Templates(Templates),
+}
+
+#[derive(Subcommand)]
+enum Templates {
+    /// Write every mail, SMS and page, in every language, with sample values.
+    Render {
+        /// A new or empty folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
@@ -92,6 +105,7 @@ fn main() -> ExitCode {
             };
             send_test::main(&config, &target, purpose, lang.as_deref())
         }
+        Command::Templates(Templates::Render { out }) => render::main(&config, &out),
     };
     ExitCode::from(code)
 }

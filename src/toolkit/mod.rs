@@ -8,6 +8,7 @@
 //! sidecar. Output never holds a secret or a full address.
 
 pub mod doctor;
+pub mod render;
 pub mod send_test;
 
 use std::future::Future;
