@@ -17,5 +17,6 @@ mod proxy;
 mod rate_limits;
 mod shutdown;
 mod store;
+mod toolkit;
 mod versions;
 mod web_clients;
