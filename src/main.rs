@@ -43,7 +43,7 @@ enum Command {
         /// Mail this address.
         #[arg(long, required_unless_present = "msisdn", conflicts_with = "msisdn")]
         email: Option<String>,
-        /// Text this number (international: +447700900123).
+        /// Text this number (international: +447400123456).
         #[arg(long)]
         msisdn: Option<String>,
         /// The mail of this purpose: registration, password_reset, add_threepid.

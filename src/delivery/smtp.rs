@@ -139,6 +139,19 @@ impl fmt::Debug for SmtpClient {
     }
 }
 
+/// A refusal while opening the session (greeting, EHLO, STARTTLS, AUTH) is about the server
+/// or our credentials, never about the message: worth trying again later.
+fn not_for_good(e: SendError) -> SendError {
+    match e {
+        SendError::Refused { code, text, .. } => SendError::Refused {
+            code,
+            permanent: false,
+            text,
+        },
+        other => other,
+    }
+}
+
 /// A rustls connector for STARTTLS and implicit TLS, verifying against the Web PKI roots.
 pub fn tls_connector() -> Result<TlsConnector, rustls::Error> {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -205,7 +218,7 @@ impl SmtpClient {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<String, SendError> {
-        let mut conn = self.connect_traced(trace).await?;
+        let mut conn = self.connect_traced(trace).await.map_err(not_for_good)?;
         let reply = conn.send(envelope, message).await.map_err(|f| f.error)?;
         conn.quit().await;
         Ok(reply)
@@ -224,16 +237,7 @@ impl SmtpClient {
                 Err(failed) => return Err(failed.error),
             }
         }
-        // A refusal while opening the session (greeting, EHLO, STARTTLS, AUTH) is about the
-        // server or our credentials, never about this message: worth trying again later.
-        let mut conn = self.connect().await.map_err(|e| match e {
-            SendError::Refused { code, text, .. } => SendError::Refused {
-                code,
-                permanent: false,
-                text,
-            },
-            other => other,
-        })?;
+        let mut conn = self.connect().await.map_err(not_for_good)?;
         conn.send(envelope, message).await.map_err(|f| f.error)?;
         self.put_back(conn);
         Ok(())

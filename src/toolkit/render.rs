@@ -205,7 +205,7 @@ fn write(dir: &Path, files: &[Rendered]) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// `GSM-7, 1 SMS (97 of 160 places)`: what an SMS costs. A longer one is sent in parts of
+/// `GSM-7, 1 SMS: 97 of 160 places`: what an SMS costs. A longer one is sent in parts of
 /// 153 places (67 characters in UCS-2), each billed as one SMS.
 pub fn sms_size(content: &[u8]) -> String {
     let text = String::from_utf8_lossy(content);
@@ -225,9 +225,9 @@ pub fn sms_size(content: &[u8]) -> String {
         "characters"
     };
     if parts == 1 {
-        format!("{encoding}, 1 SMS ({used} of {single} {unit})")
+        format!("{encoding}, 1 SMS: {used} of {single} {unit}")
     } else {
-        format!("{encoding}, {parts} SMS parts ({used} {unit})")
+        format!("{encoding}, {parts} SMS parts: {used} {unit}")
     }
 }
 

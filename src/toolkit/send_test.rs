@@ -138,7 +138,8 @@ async fn email(
             true
         }
         Err(e) => {
-            let _ = writeln!(out, "not sent: {e}");
+            let smtp = email.transport == EmailTransport::Smtp;
+            write_failure(out, smtp.then_some(&trace), &e);
             false
         }
     }
@@ -164,6 +165,19 @@ fn write_opening(out: &mut impl Write, trace: &Opening, failed: Option<&Delivery
         && trace.step != Step::Ready
     {
         let _ = writeln!(out, "  failed at {}: {e}", trace.step.as_str());
+    }
+}
+
+/// The last line of a send that failed: where it failed was said already, if it was while
+/// opening the session.
+fn write_failure(out: &mut impl Write, trace: Option<&Opening>, e: &DeliveryError) {
+    match trace {
+        Some(trace) if trace.step != Step::Ready => {
+            let _ = writeln!(out, "not sent: threepid-sidecar doctor says what to do");
+        }
+        _ => {
+            let _ = writeln!(out, "not sent: {e}");
+        }
     }
 }
 

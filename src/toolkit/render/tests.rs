@@ -68,25 +68,22 @@ fn two_renders_are_byte_for_byte_the_same_and_links_start_at_public_baseurl() {
 
 #[test]
 fn sms_sizes_count_gsm7_places_and_ucs2_characters() {
-    assert_eq!(
-        sms_size(b"Code 123456\n"),
-        "GSM-7, 1 SMS (11 of 160 places)"
-    );
+    assert_eq!(sms_size(b"Code 123456\n"), "GSM-7, 1 SMS: 11 of 160 places");
     assert_eq!(
         sms_size("€".repeat(80).as_bytes()),
-        "GSM-7, 1 SMS (160 of 160 places)"
+        "GSM-7, 1 SMS: 160 of 160 places"
     );
     assert_eq!(
         sms_size("€".repeat(81).as_bytes()),
-        "GSM-7, 2 SMS parts (162 places)"
+        "GSM-7, 2 SMS parts: 162 places"
     );
     assert_eq!(
         sms_size("验证码 123456".as_bytes()),
-        "UCS-2, 1 SMS (10 of 70 characters)"
+        "UCS-2, 1 SMS: 10 of 70 characters"
     );
     assert_eq!(
         sms_size("验".repeat(71).as_bytes()),
-        "UCS-2, 2 SMS parts (71 characters)"
+        "UCS-2, 2 SMS parts: 71 characters"
     );
 }
 
