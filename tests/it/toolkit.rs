@@ -496,7 +496,12 @@ async fn send_test_exits_non_zero_when_the_relay_refuses_or_is_down() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("not sent: "), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("not sent: threepid-sidecar doctor says what to do"),
+        "{}",
+        out.stdout
+    );
     assert!(smtp.messages().is_empty());
 }
 
@@ -572,7 +577,7 @@ async fn templates_render_writes_every_mail_sms_and_page_in_every_language_with_
         assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
     }
     assert!(
-        out.stdout.contains("sms.en.txt  (GSM-7, 1 SMS"),
+        out.stdout.contains("sms.en.txt  (GSM-7, 1 SMS: "),
         "{}",
         out.stdout
     );
