@@ -425,7 +425,7 @@ fn host_port(host: &str, port: u16) -> String {
 }
 
 /// `redis://user:secret@host` → `redis://user:<redacted>@host`.
-pub fn redact_url_password(url: &str) -> String {
+fn redact_url_password(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("<redacted>"));

@@ -61,9 +61,9 @@ async fn redis(config: &Config) -> Vec<Check> {
 
 /// Where the store is, for messages: the URL without its password, or the Sentinel set-up's
 /// master name and sentinels, or the cluster's first node.
-fn describe(store: &config::Store) -> String {
+pub(super) fn describe(store: &config::Store) -> String {
     match &store.topology {
-        StoreTopology::Single => config::redact_url_password(&store.url),
+        StoreTopology::Single => without_credentials(&store.url),
         StoreTopology::Sentinel(sentinel) => format!(
             "the master sentinels name \"{}\" ({})",
             sentinel.master_name,
@@ -78,15 +78,28 @@ fn describe(store: &config::Store) -> String {
             "the cluster of {}",
             nodes
                 .iter()
-                .map(|n| config::redact_url_password(n))
+                .map(|n| without_credentials(n))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     }
 }
 
+/// `redis://user:secret@host:6379/0` → `redis://host:6379/0`: how it is reached is said apart
+/// ([`access`]), without the noise of a redacted, percent-encoded password.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        }
+        Err(_) => "store.url (not a URL)".to_owned(),
+    }
+}
+
 /// How the store is reached, as far as the config says: ` over TLS with a password`.
-fn access(store: &config::Store) -> String {
+pub(super) fn access(store: &config::Store) -> String {
     let url = match &store.topology {
         StoreTopology::Single => Some(store.url.as_str()),
         StoreTopology::Cluster { nodes } => nodes.first().map(String::as_str),

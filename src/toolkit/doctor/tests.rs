@@ -143,6 +143,19 @@ fn info_fields_and_the_memory_policy_are_read_from_every_node() {
 }
 
 #[test]
+fn the_store_is_named_without_its_password_and_how_it_is_reached_is_said() {
+    let config = crate::config::Config::from_toml(
+        "[store]\nbackend = \"redis\"\nurl = \"rediss://sidecar:s3cret@redis.internal:6380/2\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        store::describe(&config.store),
+        "rediss://redis.internal:6380/2"
+    );
+    assert_eq!(store::access(&config.store), " over TLS with a password");
+}
+
+#[test]
 fn a_cluster_must_serve_every_slot() {
     let healthy = "cluster_state:ok\r\ncluster_slots_ok:16384\r\ncluster_size:3\r\n";
     assert_eq!(store::cluster(healthy).status, Status::Ok);
