@@ -81,8 +81,9 @@ pub fn judge(
             NAME,
             format!(
                 "valid for {host}, issued by a CA this machine does not trust and the listener \
-                 does not send: the homeserver needs that CA {TRUST_IT}; to check the \
-                 certificate's dates too, run doctor with SSL_CERT_FILE set to the CA's certificate"
+                 does not send: the homeserver accepts it only with that CA {TRUST_IT}; to check the \
+                 certificate's dates too, run doctor with SSL_CERT_FILE naming a bundle that holds \
+                 it (the homeserver's)"
             ),
         );
     };
