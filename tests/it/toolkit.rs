@@ -394,6 +394,57 @@ async fn doctor_fails_on_a_template_override_with_a_syntax_error_naming_the_file
     );
 }
 
+#[tokio::test]
+async fn with_the_sidecar_down_doctor_says_so_and_judges_the_configured_certificate() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = free_port();
+    let write = |name: &str, certs: &Certs| {
+        let mut config = TestConfig::new("http://127.0.0.1:9");
+        config
+            .set("identity.listen", format!("127.0.0.1:{port}"))
+            .set("identity.server_name", format!("localhost:{port}"))
+            .set("identity.tls_cert_file", certs.cert.display().to_string())
+            .set("identity.tls_key_file", certs.key.display().to_string());
+        let path = dir.path().join(name);
+        std::fs::write(&path, config.to_toml()).expect("write the config");
+        path
+    };
+    let right = certs(&["localhost"]);
+    let config = write("right.toml", &right);
+    let out = run(
+        &["doctor", "--config", config.to_str().expect("utf-8")],
+        &[("SSL_CERT_FILE", &right.ca)],
+    )
+    .await;
+    assert!(
+        out.line("identity.reach")
+            .contains("the sidecar is not running; start it and run doctor again"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.line("identity.reach").starts_with("warn"));
+    assert!(
+        out.line("identity.certificate").starts_with("ok"),
+        "{}",
+        out.stdout
+    );
+
+    let wrong = certs(&["wrong.example.org"]);
+    let config = write("wrong.toml", &wrong);
+    let out = run(
+        &["doctor", "--config", config.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stdout);
+    assert!(
+        out.line("identity.certificate")
+            .starts_with("FAIL  identity.certificate       not valid for localhost"),
+        "{}",
+        out.stdout
+    );
+}
+
 /// A config for send-test: SMTP with AUTH, nothing else running.
 fn send_test_config(dir: &Path, smtp: &SmtpServer, password: &str) -> PathBuf {
     let mut config = TestConfig::new("http://127.0.0.1:9");

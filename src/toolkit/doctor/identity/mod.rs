@@ -57,7 +57,18 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         }
     }
     let Some((addr, tcp)) = connected else {
-        return vec![unreachable(config, &addrs, &last_error).await];
+        let mut checks = vec![unreachable(config, &addrs, &last_error).await];
+        // The certificate the sidecar will serve can be judged from its file all the same.
+        if let Some(files) = &config.identity.tls {
+            checks.push(match configured_chain(&files.cert) {
+                Ok(chain) => judge(&chain, &host, system_roots(), UnixTime::now()),
+                Err(e) => Check::fail(
+                    "identity.certificate",
+                    format!("cannot read {} ({e})", files.cert.display()),
+                ),
+            });
+        }
+        return checks;
     };
     let Ok(name) = ServerName::try_from(host.clone()) else {
         return vec![Check::fail(
@@ -143,6 +154,14 @@ async fn unreachable(config: &Config, addrs: &[SocketAddr], error: &str) -> Chec
             ),
         )
     }
+}
+
+/// The certificates of the PEM file `identity.tls_cert_file`, leaf first.
+fn configured_chain(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| e.to_string())
 }
 
 /// Where to connect to a listener bound to `listen` (the unspecified address is this machine).
