@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
-pub use admin::{DeadLetterView, OutboxReport, RetryOutcome, SessionDetails};
+pub use admin::{DeadLetter, DeadLetterView, OutboxReport, RetryOutcome, SessionDetails};
 
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};

@@ -48,10 +48,8 @@ impl Stack {
         config
             .set("identity.listen", format!("127.0.0.1:{identity_port}"))
             .set("identity.server_name", identity_name)
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .redis(&redis)
+            .smtp(&smtp)
             .set("server.server_name", "localhost")
             .set("upstream.path_compat", "auto")
             .set("log.level", "debug");
@@ -463,8 +461,7 @@ async fn a_phone_number_registers_with_m_login_msisdn_in_direct_mode() {
     logs::capture();
     let gateway = crate::common::webhook::SmsGateway::start().await;
     let stack = Stack::start(|c| {
-        c.set("sms.transport", "webhook")
-            .set("sms.webhook_url", gateway.url())
+        c.sms_gateway(&gateway)
             .set("sms.webhook_token", "gateway-secret");
     })
     .await;
