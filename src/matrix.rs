@@ -14,9 +14,26 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 
+/// Why a [`Body`] failed: hyper's error for a streamed body, or the sidecar's own when a
+/// forwarded request body stopped arriving (`server.body_idle_timeout`, see `proxy`).
+/// A concrete type rather than a boxed `dyn Error`: hyper's bounds are then met without
+/// higher-ranked lifetimes that async handlers cannot prove `Send`.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error("no part of the request body arrived for {} s", .0.as_secs_f64())]
+    Idle(Duration),
+}
+
 /// The one body type of every request and response the sidecar handles: streamed
 /// (`hyper::body::Incoming`) or built here (`Full`).
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// A streamed body as a [`Body`].
+pub fn streamed(body: hyper::body::Incoming) -> Body {
+    body.map_err(BodyError::Hyper).boxed()
+}
 
 /// A body from bytes in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -240,7 +257,7 @@ pub enum Read {
 }
 
 /// Reads a body of at most `limit` bytes; a larger one comes back whole but unread.
-pub async fn read_up_to(mut body: Body, limit: usize) -> Result<Read, hyper::Error> {
+pub async fn read_up_to(mut body: Body, limit: usize) -> Result<Read, BodyError> {
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {

@@ -99,6 +99,12 @@ struct CountryLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AdminLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct NoticeLabels {
     notice: &'static str,
     outcome: &'static str,
@@ -107,6 +113,11 @@ struct NoticeLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -133,8 +144,14 @@ pub struct Metrics {
     notices: Family<NoticeLabels, Counter>,
     outbox_length: Gauge,
     outbox_oldest_age: Gauge<f64, AtomicU64>,
+    outbox_dead_letters: Gauge,
+    admin_requests: Family<AdminLabels, Counter>,
     path_compat: Gauge,
     ready: Gauge,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    upstream_requests_open: Gauge,
+    upstream_requests_refused: Counter,
 }
 
 fn store_histogram() -> Histogram {
@@ -253,6 +270,20 @@ impl Metrics {
             "Age of the oldest message in the durable outbox, 0 when it is empty (Redis store)",
             outbox_oldest_age.clone(),
         );
+        let outbox_dead_letters = Gauge::default();
+        registry.register(
+            "outbox_dead_letters",
+            "Messages given up on and kept in the dead-letter list (Redis store): see \
+             GET /admin/v1/outbox",
+            outbox_dead_letters.clone(),
+        );
+        let admin_requests = Family::<AdminLabels, Counter>::default();
+        registry.register(
+            "admin_requests",
+            "Admin API calls by operation and outcome: ok, not_found, refused (a state that \
+             does not allow it), bad_request, unauthorized (no or a wrong token), error",
+            admin_requests.clone(),
+        );
         let path_compat = Gauge::default();
         registry.register(
             "path_compat_active",
@@ -264,6 +295,31 @@ impl Metrics {
             "ready",
             "1 while the sidecar is ready for traffic",
             ready.clone(),
+        );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Client connections open, by listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because the listener had server.max_connections open",
+            connections_refused.clone(),
+        );
+        let upstream_requests_open = Gauge::default();
+        registry.register(
+            "upstream_requests_open",
+            "Requests to the homeserver in progress (each holds one upstream connection)",
+            upstream_requests_open.clone(),
+        );
+        let upstream_requests_refused = Counter::default();
+        registry.register(
+            "upstream_requests_refused",
+            "Requests answered 503 because upstream.max_connections requests to the homeserver \
+             were in progress",
+            upstream_requests_refused.clone(),
         );
         Self {
             registry,
@@ -282,9 +338,34 @@ impl Metrics {
             notices,
             outbox_length,
             outbox_oldest_age,
+            outbox_dead_letters,
+            admin_requests,
             path_compat,
             ready,
+            connections_open,
+            connections_refused,
+            upstream_requests_open,
+            upstream_requests_refused,
         }
+    }
+
+    /// The gauge of requests in progress to the homeserver and the counter of those refused
+    /// at its cap, to be kept by the upstream client.
+    pub fn upstream_requests(&self) -> (Gauge, Counter) {
+        (
+            self.upstream_requests_open.clone(),
+            self.upstream_requests_refused.clone(),
+        )
+    }
+
+    /// A listener's open-connection gauge and refusal counter, to be kept by the listener:
+    /// it updates them on every connection without looking them up.
+    pub fn connections(&self, listener: &'static str) -> (Gauge, Counter) {
+        let labels = ListenerLabels { listener };
+        (
+            self.connections_open.get_or_create(&labels).clone(),
+            self.connections_refused.get_or_create(&labels).clone(),
+        )
     }
 
     pub fn request(&self, route: RouteClass, status: u16) {
@@ -369,11 +450,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The outbox as a sender last saw it: its length and its oldest message's age.
-    pub fn set_outbox(&self, length: u64, oldest_age_seconds: f64) {
+    /// The outbox as a sender last saw it: its length, its oldest message's age, and the
+    /// dead letters kept.
+    pub fn set_outbox(&self, length: u64, oldest_age_seconds: f64, dead_letters: u64) {
         self.outbox_length
             .set(i64::try_from(length).unwrap_or(i64::MAX));
         self.outbox_oldest_age.set(oldest_age_seconds);
+        self.outbox_dead_letters
+            .set(i64::try_from(dead_letters).unwrap_or(i64::MAX));
+    }
+
+    /// One admin API call (`outcome` as in the family's help).
+    pub fn admin_request(&self, operation: &'static str, outcome: &'static str) {
+        self.admin_requests
+            .get_or_create(&AdminLabels { operation, outcome })
+            .inc();
     }
 
     pub fn set_path_compat(&self, active: bool) {
@@ -426,13 +517,14 @@ mod tests {
         let m = Metrics::new();
         m.message("email", "queued");
         m.message("msisdn", "dead_lettered");
-        m.set_outbox(3, 1.5);
+        m.set_outbox(3, 1.5, 2);
         let text = m.encode();
         for line in [
             r#"threepid_sidecar_messages_total{medium="email",outcome="queued"} 1"#,
             r#"threepid_sidecar_messages_total{medium="msisdn",outcome="dead_lettered"} 1"#,
             "threepid_sidecar_outbox_length 3",
             "threepid_sidecar_outbox_oldest_age_seconds 1.5",
+            "threepid_sidecar_outbox_dead_letters 2",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }

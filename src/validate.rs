@@ -172,6 +172,26 @@ fn msisdn_of(number: &phonenumber::PhoneNumber) -> Option<Msisdn> {
     })
 }
 
+/// An MSISDN as stored (E.164 digits without `+`), from E.164 with or without the `+`: what
+/// an operator pastes into the admin API.
+pub fn msisdn(e164: &str) -> Result<String, MatrixError> {
+    let digits = e164.trim().trim_start_matches('+');
+    let refuse = || MatrixError::invalid_param("Not a phone number in E.164 (+447400123456).");
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse());
+    }
+    let number = phonenumber::parse(None, format!("+{digits}")).map_err(|_| refuse())?;
+    if !phonenumber::is_valid(&number) {
+        return Err(refuse());
+    }
+    Ok(number
+        .format()
+        .mode(phonenumber::Mode::E164)
+        .to_string()
+        .trim_start_matches('+')
+        .to_owned())
+}
+
 /// A requestToken body that passed every input rule (DESIGN §5), either medium.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
@@ -286,6 +306,22 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn an_e164_number_is_read_with_or_without_its_plus() {
+        assert_eq!(msisdn("+447400123456").unwrap(), "447400123456");
+        assert_eq!(msisdn(" 447400123456").unwrap(), "447400123456");
+        for bad in [
+            "",
+            "+",
+            "44 7400 123456",
+            "+4474001234567890",
+            "+999123",
+            "abc",
+        ] {
+            assert!(msisdn(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

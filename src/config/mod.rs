@@ -149,8 +149,26 @@ pub struct Server {
     pub max_body_bytes: u64,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
-    /// A client that has not sent its whole request head by then is dropped.
+    /// Connections each listener holds open at most; one more is answered 503 and closed.
+    /// Keeps a flood of connections from exhausting file descriptors and memory.
+    pub max_connections: usize,
+    /// A client that has not sent its whole request head by then is dropped. It is also how
+    /// long an HTTP/1.1 keep-alive connection waits for its next request: hyper times that
+    /// wait and the head together.
     pub header_read_timeout: Duration,
+    /// A forwarded request body that pauses this long between two of its parts is cut:
+    /// the upstream request is abandoned and the client gets 408 (or, when the
+    /// homeserver's answer has begun, a closed connection). Like nginx's
+    /// `client_body_timeout`; the body still streams.
+    pub body_idle_timeout: Duration,
+    /// An HTTP/2 connection with no request open for this long is closed (GOAWAY): hyper
+    /// has no idle timeout of its own for HTTP/2, and idle connections would pile up.
+    pub http2_idle_timeout: Duration,
+    /// How long an HTTP/2 connection may go without receiving anything before it is sent a
+    /// PING; a client that vanished is found out even while a long-poll is open.
+    pub http2_keep_alive_interval: Duration,
+    /// A PING not answered within this closes the HTTP/2 connection.
+    pub http2_keep_alive_timeout: Duration,
     /// On SIGTERM, how long in-flight requests may take before the process exits anyway.
     pub shutdown_grace: Duration,
 }
@@ -171,6 +189,10 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Requests to the homeserver in progress at most (each holds one upstream connection,
+    /// from its head until the answer's body has been sent on or dropped); one more is
+    /// answered 503 at once rather than queued.
+    pub max_connections: usize,
     /// v3→r0 path mapping for r0-only homeservers.
     pub path_compat: PathCompatMode,
     /// In `path_compat = "auto"`, how often the upstream's `/versions` is read again.
@@ -398,6 +420,11 @@ pub struct RateLimits {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// The admin API's bearer tokens, one per line of `api_token_file` (two during a
+    /// rotation); the API is off when there are none.
+    pub api_tokens: Vec<SecretString>,
+    /// Where they were read from (printed by check-config, never the tokens).
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// The languages of mail, SMS and pages.

@@ -41,7 +41,12 @@ pub(super) struct RawServer {
     pub(super) trusted_proxies: Vec<String>,
     pub(super) max_body_bytes: u64,
     pub(super) max_header_bytes: usize,
+    pub(super) max_connections: usize,
     pub(super) header_read_timeout: String,
+    pub(super) body_idle_timeout: String,
+    pub(super) http2_idle_timeout: String,
+    pub(super) http2_keep_alive_interval: String,
+    pub(super) http2_keep_alive_timeout: String,
     pub(super) shutdown_grace: String,
 }
 
@@ -56,7 +61,12 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             max_body_bytes: 65_536,
             max_header_bytes: 16_384,
+            max_connections: 10_000,
             header_read_timeout: "10s".into(),
+            body_idle_timeout: "60s".into(),
+            http2_idle_timeout: "60s".into(),
+            http2_keep_alive_interval: "30s".into(),
+            http2_keep_alive_timeout: "20s".into(),
             shutdown_grace: "25s".into(),
         }
     }
@@ -70,6 +80,7 @@ pub(super) struct RawUpstream {
     pub(super) response_timeout: String,
     pub(super) pool_idle_timeout: String,
     pub(super) pool_max_idle: usize,
+    pub(super) max_connections: usize,
     pub(super) path_compat: PathCompatMode,
     pub(super) versions_refresh: String,
     pub(super) advertise_versions: Vec<String>,
@@ -83,6 +94,7 @@ impl Default for RawUpstream {
             response_timeout: "60s".into(),
             pool_idle_timeout: "90s".into(),
             pool_max_idle: 256,
+            max_connections: 4096,
             path_compat: PathCompatMode::Auto,
             versions_refresh: "5m".into(),
             advertise_versions: vec!["v1.1".into()],
@@ -305,12 +317,14 @@ impl Default for RawRateLimit {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) listen: String,
+    pub(super) api_token_file: Option<PathBuf>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".into(),
+            api_token_file: None,
         }
     }
 }

@@ -27,7 +27,12 @@ impl Config {
                 "trusted_proxies": self.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 "max_body_bytes": self.server.max_body_bytes,
                 "max_header_bytes": self.server.max_header_bytes,
+                "max_connections": self.server.max_connections,
                 "header_read_timeout": dur(&self.server.header_read_timeout),
+                "body_idle_timeout": dur(&self.server.body_idle_timeout),
+                "http2_idle_timeout": dur(&self.server.http2_idle_timeout),
+                "http2_keep_alive_interval": dur(&self.server.http2_keep_alive_interval),
+                "http2_keep_alive_timeout": dur(&self.server.http2_keep_alive_timeout),
                 "shutdown_grace": dur(&self.server.shutdown_grace),
             },
             "upstream": {
@@ -36,6 +41,7 @@ impl Config {
                 "response_timeout": dur(&self.upstream.response_timeout),
                 "pool_idle_timeout": dur(&self.upstream.pool_idle_timeout),
                 "pool_max_idle": self.upstream.pool_max_idle,
+                "max_connections": self.upstream.max_connections,
                 "path_compat": self.upstream.path_compat,
                 "versions_refresh": dur(&self.upstream.versions_refresh),
                 "advertise_versions": self.upstream.advertise_versions,
@@ -112,7 +118,11 @@ impl Config {
                 "request_token_per_address": rl(&self.rate_limit.request_token_per_address),
                 "submit_per_ip": rl(&self.rate_limit.submit_per_ip),
             },
-            "admin": { "listen": self.admin.listen.to_string() },
+            "admin": {
+                "listen": self.admin.listen.to_string(),
+                "api_token_file": self.admin.api_token_file,
+                "api_tokens": self.admin.api_tokens.len(),
+            },
             "policy": {
                 "denied_domains": self.policy.denied_domains,
                 "denied_addresses": self.policy.denied_addresses.iter().map(|r| r.as_str()).collect::<Vec<_>>(),

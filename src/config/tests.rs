@@ -387,3 +387,44 @@ fn policy_and_sms_rules_are_checked_naming_their_key() {
     .to_string();
     assert!(err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn edge_limits_have_defaults_and_are_checked() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.upstream.max_connections, 4096);
+    assert!(
+        Config::from_toml("[upstream]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string()
+            .starts_with("upstream.max_connections:")
+    );
+    assert!(
+        Config::from_toml("[server]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string()
+            .starts_with("server.max_connections:")
+    );
+    assert_eq!(c.server.body_idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.http2_idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.http2_keep_alive_interval, Duration::from_secs(30));
+    assert_eq!(c.server.http2_keep_alive_timeout, Duration::from_secs(20));
+    for key in [
+        "body_idle_timeout",
+        "http2_idle_timeout",
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+    ] {
+        for bad in ["0s", "soon"] {
+            let err = Config::from_toml(&format!("[server]\n{key} = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("server.{key}:")),
+                "{key} = {bad}: {err}"
+            );
+        }
+    }
+    let printed: toml::Table = toml::from_str(&c.redacted_toml()).unwrap();
+    assert_eq!(printed["server"]["http2_idle_timeout"].as_str(), Some("1m"));
+}

@@ -99,6 +99,15 @@ fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A duration above zero (a timeout of zero would close everything at once).
+fn positive(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be above 0"));
+    }
+    Ok(d)
+}
+
 fn socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         invalid(
@@ -142,6 +151,49 @@ fn secret(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// The shortest admin API token accepted: 32 characters (say 24 random bytes in base64).
+const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// `admin.api_token_file`: one token per line (blank lines and the trailing newline
+/// ignored), each at least [`MIN_ADMIN_TOKEN_LEN`] printable ASCII characters.
+fn admin_tokens(file: Option<&std::path::Path>) -> Result<Vec<SecretString>, ConfigError> {
+    const KEY: &str = "admin.api_token_file";
+    let Some(path) = file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(KEY, format!("cannot read {}: {e}", path.display())))?;
+    let mut tokens = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let token = line.trim();
+        if token.is_empty() {
+            continue;
+        }
+        if token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "line {} of {}: a token is at least {MIN_ADMIN_TOKEN_LEN} printable ASCII \
+                     characters without spaces (e.g. `openssl rand -base64 32`)",
+                    n + 1,
+                    path.display()
+                ),
+            ));
+        }
+        tokens.push(SecretString::from(token.to_owned()));
+    }
+    if tokens.is_empty() {
+        return Err(invalid(
+            KEY,
+            format!(
+                "{} holds no token; remove the setting to turn the admin API off",
+                path.display()
+            ),
+        ));
+    }
+    Ok(tokens)
 }
 
 /// `upstream.advertise_versions`: each shaped `vN.N` (a Matrix spec version), no repeats.
@@ -214,6 +266,9 @@ impl Raw {
         if s.max_header_bytes < 8192 {
             return Err(invalid("server.max_header_bytes", "must be at least 8192"));
         }
+        if s.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         let server = Server {
             listen: socket_addr("server.listen", &s.listen)?,
             tls: tls_pair("server.tls_cert_file", s.tls_cert_file, s.tls_key_file)?,
@@ -222,7 +277,18 @@ impl Raw {
             trusted_proxies,
             max_body_bytes: s.max_body_bytes,
             max_header_bytes: s.max_header_bytes,
+            max_connections: s.max_connections,
             header_read_timeout: duration("server.header_read_timeout", &s.header_read_timeout)?,
+            body_idle_timeout: positive("server.body_idle_timeout", &s.body_idle_timeout)?,
+            http2_idle_timeout: positive("server.http2_idle_timeout", &s.http2_idle_timeout)?,
+            http2_keep_alive_interval: positive(
+                "server.http2_keep_alive_interval",
+                &s.http2_keep_alive_interval,
+            )?,
+            http2_keep_alive_timeout: positive(
+                "server.http2_keep_alive_timeout",
+                &s.http2_keep_alive_timeout,
+            )?,
             shutdown_grace: duration("server.shutdown_grace", &s.shutdown_grace)?,
         };
 
@@ -234,12 +300,16 @@ impl Raw {
                 "must be http://host[:port] or https://host[:port]",
             ));
         }
+        if u.max_connections == 0 {
+            return Err(invalid("upstream.max_connections", "must be at least 1"));
+        }
         let upstream = Upstream {
             url,
             connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout)?,
             response_timeout: duration("upstream.response_timeout", &u.response_timeout)?,
             pool_idle_timeout: duration("upstream.pool_idle_timeout", &u.pool_idle_timeout)?,
             pool_max_idle: u.pool_max_idle,
+            max_connections: u.max_connections,
             path_compat: u.path_compat,
             versions_refresh: duration("upstream.versions_refresh", &u.versions_refresh)?,
             advertise_versions: advertise_versions(u.advertise_versions)?,
@@ -578,6 +648,8 @@ impl Raw {
             notices,
             admin: Admin {
                 listen: socket_addr("admin.listen", &self.admin.listen)?,
+                api_tokens: admin_tokens(self.admin.api_token_file.as_deref())?,
+                api_token_file: self.admin.api_token_file,
             },
             log: Log {
                 format: l.format,

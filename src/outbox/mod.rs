@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use crate::session::DeadLetter;
 use crate::session::StoreError;
 use crate::threepid::{Medium, Notice, Purpose};
 use crate::token::TokenHash;
@@ -118,21 +119,6 @@ impl Delivery {
     }
 }
 
-/// A message given up on, as the dead-letter stream keeps it: no token, no client secret,
-/// the address masked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The outbox entry's ID.
-    pub id: String,
-    pub sid: String,
-    pub medium: String,
-    pub masked_address: String,
-    pub purpose: String,
-    pub error: String,
-    pub attempts: u64,
-    pub enqueued_ms: u64,
-}
-
 /// The queue operations the senders need: read new entries, claim due ones, check that an
 /// entry's session change committed, finish, retry later, dead-letter. [`redis::RedisQueue`]
 /// is the one implementation (the memory store has no outbox).
@@ -186,10 +172,13 @@ pub trait Queue: Send + Sync + 'static {
         claim_timeout: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves an entry to the dead letters (the record holds no secret) and finishes it.
+    /// Moves an entry to the dead letters (the record holds no secret) and finishes it. An
+    /// email message's client secret is kept beside its session, for as long as the session
+    /// can live, so that the admin API can send the message again (`resend`).
     fn dead_letter(
         &self,
         record: &DeadLetter,
+        resend: Option<&SecretString>,
         max_len: usize,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -200,9 +189,6 @@ pub trait Queue: Send + Sync + 'static {
         me: &str,
         idle: Duration,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
-
-    /// How many entries are queued, and when (unix ms) the oldest was.
-    fn stats(&self) -> impl Future<Output = Result<(u64, Option<u64>), StoreError>> + Send;
 }
 
 /// What to do after attempt `attempt` of a message failed.

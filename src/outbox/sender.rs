@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -247,10 +247,12 @@ impl<Q: Queue> Sender<Q> {
     }
 
     async fn update_gauges(&self) {
-        match self.queue.stats().await {
-            Ok((len, oldest)) => {
-                let age_ms = oldest.map_or(0, |t| now_ms().saturating_sub(t));
-                self.state.metrics.set_outbox(len, age_ms as f64 / 1000.0);
+        match self.state.store.outbox_report(0).await {
+            Ok(report) => {
+                let age_ms = report.oldest_ms.map_or(0, |t| now_ms().saturating_sub(t));
+                self.state
+                    .metrics
+                    .set_outbox(report.pending, age_ms as f64 / 1000.0, report.dead);
             }
             Err(e) => tracing::debug!(error = %e, "outbox: could not read its length"),
         }
@@ -278,7 +280,7 @@ impl<Q: Queue> Sender<Q> {
                     attempts: 0,
                     enqueued_ms,
                 };
-                self.dead_letter(record, "unknown").await;
+                self.dead_letter(record, None, "unknown").await;
             }
         }
     }
@@ -435,7 +437,7 @@ impl<Q: Queue> Sender<Q> {
                             attempts: n.attempt,
                             enqueued_ms: n.enqueued_ms,
                         };
-                        self.dead_letter(record, "email").await;
+                        self.dead_letter(record, None, "email").await;
                     }
                 }
             }
@@ -474,12 +476,18 @@ impl<Q: Queue> Sender<Q> {
             attempts: m.attempt,
             enqueued_ms: m.enqueued_ms,
         };
-        self.dead_letter(record, m.medium.as_str()).await;
+        let resend = (m.medium == Medium::Email).then_some(&m.client_secret);
+        self.dead_letter(record, resend, m.medium.as_str()).await;
     }
 
-    async fn dead_letter(&self, record: DeadLetter, medium: &'static str) {
+    async fn dead_letter(
+        &self,
+        record: DeadLetter,
+        resend: Option<&SecretString>,
+        medium: &'static str,
+    ) {
         let max_len = self.state.config.outbox.dead_letter_max;
-        match self.queue.dead_letter(&record, max_len).await {
+        match self.queue.dead_letter(&record, resend, max_len).await {
             Ok(()) => {
                 self.state.metrics.message(medium, "dead_lettered");
                 tracing::warn!(

@@ -8,8 +8,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    LimitedSend, OutboxMessage, PurposeNote, SendDecision, SendRequest, Session, SessionStore,
-    StoreError, SubmitOutcome,
+    LimitedSend, OutboxMessage, OutboxReport, PurposeNote, RetryOutcome, SendDecision, SendRequest,
+    Session, SessionDetails, SessionStore, StoreError, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::metrics::Metrics;
@@ -164,5 +164,51 @@ impl SessionStore for Metered {
 
     fn address_key(&self) -> BoxFuture<'_, Result<crate::ratelimit::AddressKey, StoreError>> {
         self.observe("address_key", self.inner.address_key())
+    }
+
+    fn details<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<SessionDetails>, StoreError>> {
+        self.observe("details", self.inner.details(sid, now_ms))
+    }
+
+    fn sessions_of<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<SessionDetails>, StoreError>> {
+        self.observe(
+            "sessions_of",
+            self.inner.sessions_of(medium, address, now_ms),
+        )
+    }
+
+    fn revoke<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.observe("revoke", self.inner.revoke(sid))
+    }
+
+    fn clear_limits<'a>(&'a self, keys: &'a [LimitKey]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.observe("clear_limits", self.inner.clear_limits(keys))
+    }
+
+    fn outbox_report(&self, max: usize) -> BoxFuture<'_, Result<OutboxReport, StoreError>> {
+        self.observe("outbox_report", self.inner.outbox_report(max))
+    }
+
+    fn retry_dead_letter<'a>(
+        &'a self,
+        id: &'a str,
+        token_lifetime_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RetryOutcome, StoreError>> {
+        let call = self.inner.retry_dead_letter(id, token_lifetime_ms, now_ms);
+        self.observe("retry_dead_letter", call)
+    }
+
+    fn drop_dead_letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.observe("drop_dead_letter", self.inner.drop_dead_letter(id))
     }
 }

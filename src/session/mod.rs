@@ -9,6 +9,7 @@
 //! session change back when that fails (a process that keeps its sessions in memory has
 //! nothing durable to queue into).
 
+pub mod admin;
 pub mod memory;
 pub mod metered;
 pub mod redis;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
+
+pub use admin::{DeadLetter, DeadLetterView, OutboxReport, RetryOutcome, SessionDetails};
 
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
@@ -331,4 +334,46 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // The admin API's operations (`routes::admin::api`).
+
+    /// A session with its times, live or kept after its validation.
+    fn details<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<SessionDetails>, StoreError>>;
+
+    /// The sessions of one canonical address (found through an index keyed by its hash, not
+    /// by a scan), oldest first.
+    fn sessions_of<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<SessionDetails>, StoreError>>;
+
+    /// Ends a session now: from then on it answers like an expired one (its tokens, its
+    /// validation and its lookup entry go with it). Whether there was one.
+    fn revoke<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Lifts the limits under `keys` (each back to a full burst); how many were holding
+    /// anything back.
+    fn clear_limits<'a>(&'a self, keys: &'a [LimitKey]) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// The outbox's counts and its newest `max` dead letters.
+    fn outbox_report(&self, max: usize) -> BoxFuture<'_, Result<OutboxReport, StoreError>>;
+
+    /// Sends a dead letter's message again, with a new token (one `token_lifetime_ms`
+    /// long) in the session, through the outbox. The message is written from the session
+    /// (address, purpose, language), so a dead letter need not keep any of it.
+    fn retry_dead_letter<'a>(
+        &'a self,
+        id: &'a str,
+        token_lifetime_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RetryOutcome, StoreError>>;
+
+    /// Deletes a dead letter; whether there was one.
+    fn drop_dead_letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 }

@@ -274,12 +274,21 @@ impl Templates {
             lang => &lang,
             dir,
         };
-        let [subject, text, html] = mail_templates(purpose);
+        self.render_mail(mail_templates(purpose), &ctx, lang)
+    }
+
+    /// A mail's three templates (subject, text, HTML) rendered with `ctx`.
+    fn render_mail(
+        &self,
+        [subject, text, html]: [&str; 3],
+        ctx: &minijinja::Value,
+        language: String,
+    ) -> Result<RenderedMail, TemplateError> {
         Ok(RenderedMail {
-            subject: one_line(&self.render(subject, &ctx)?),
-            text: self.render(text, &ctx)?,
-            html: self.render(html, &ctx)?,
-            language: lang,
+            subject: one_line(&self.render(subject, ctx)?),
+            text: self.render(text, ctx)?,
+            html: self.render(html, ctx)?,
+            language,
         })
     }
 
@@ -299,7 +308,7 @@ impl Templates {
             lang => &lang,
             dir,
         };
-        let [subject, text, html] = match notice {
+        let names = match notice {
             Notice::PasswordChanged => [
                 "notice_password.subject.txt",
                 "notice_password.txt",
@@ -311,12 +320,7 @@ impl Templates {
                 "notice_removed.html",
             ],
         };
-        Ok(RenderedMail {
-            subject: one_line(&self.render(subject, &ctx)?),
-            text: self.render(text, &ctx)?,
-            html: self.render(html, &ctx)?,
-            language: lang,
-        })
+        self.render_mail(names, &ctx, lang)
     }
 
     /// A link page in `language`, HTML-escaped throughout.

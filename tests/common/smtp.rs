@@ -34,6 +34,38 @@ pub struct ReceivedMail {
     pub raw: String,
 }
 
+/// The first link in a mail's text part.
+pub fn link_in(text: &str) -> String {
+    let start = text.find("http").expect("a link in the mail");
+    text[start..]
+        .split_whitespace()
+        .next()
+        .expect("the link")
+        .to_owned()
+}
+
+/// One query parameter of a link, decoded.
+pub fn query_param(link: &str, key: &str) -> String {
+    url::Url::parse(link)
+        .expect("a URL")
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {key} in {link}"))
+}
+
+impl ReceivedMail {
+    /// The link in its text part.
+    pub fn link(&self) -> String {
+        link_in(&self.text)
+    }
+
+    /// The token its link carries.
+    pub fn token(&self) -> String {
+        query_param(&self.link(), "token")
+    }
+}
+
 /// A running aiosmtpd. Killed on drop.
 pub struct SmtpServer {
     port: u16,

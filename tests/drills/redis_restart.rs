@@ -125,10 +125,7 @@ fn drill_1_redis_killed_and_restarted_under_load() {
         let upstream = Upstream::start().await;
         let mut redis = RedisServer::start();
         let mut config = TestConfig::new(&upstream.url());
-        config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("store.command_timeout", "1s");
+        config.redis(&redis).set("store.command_timeout", "1s");
         for limit in [
             "request_token_per_ip",
             "request_token_per_address",

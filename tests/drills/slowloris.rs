@@ -9,6 +9,10 @@
 //! all, half the HTTP/2 preface, the preface and nothing after it) have not sent a request
 //! head either, and `server.header_read_timeout` promises to disconnect those too.
 //!
+//! 4c: 5,000 connections that each sent "P" (a prefix of the HTTP/2 preface, and of `POST`)
+//! and nothing more: the sidecar must wait for their next bytes without polling, so holding
+//! them costs next to no CPU.
+//!
 //! The child gets its open-file limit raised by the shell that starts it; this process
 //! raises its own with `prlimit` when it is too low for 5,000 connections.
 
@@ -270,6 +274,74 @@ fn drill_4b_silent_connections_are_closed_by_the_header_read_timeout() {
             failures.is_empty(),
             "connections that never sent a request head outlived server.header_read_timeout: {}",
             failures.join("; ")
+        );
+    });
+}
+
+#[test]
+fn drill_4c_connections_that_sent_a_prefix_of_the_http2_preface_cost_no_cpu() {
+    drill("drill 4c: prefixes of the HTTP/2 preface", || async {
+        const HELD: usize = 5000;
+        const WATCHED: Duration = Duration::from_secs(3);
+        // Generous: a busy sniff loop spent well over a core here (~1.4 cores on 2).
+        const CPU_LIMIT: Duration = Duration::from_millis(600);
+        ensure_open_files((HELD + 500) as u64);
+        let upstream = Upstream::start().await;
+        let mut config = TestConfig::new(&upstream.url());
+        // Longer than the drill: every connection is still waiting while it is watched.
+        config.set("server.header_read_timeout", "30s");
+        let sidecar = ChildSidecar::start(config).await;
+
+        let opening = Instant::now();
+        let mut held = Vec::with_capacity(HELD);
+        for _ in 0..HELD {
+            let mut stream = TcpStream::connect(sidecar.client)
+                .await
+                .expect("a connection");
+            stream.write_all(b"P").await.expect("the first byte");
+            held.push(stream);
+        }
+        while sidecar.open_fds().unwrap_or_default() < HELD
+            && opening.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let fds = sidecar.open_fds().unwrap_or_default();
+        // Let the accept storm's work finish before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = sidecar.cpu_time().expect("the child's CPU time");
+        tokio::time::sleep(WATCHED).await;
+        let spent = sidecar.cpu_time().expect("the child's CPU time") - before;
+        let still_open = held.iter().filter(|s| !closed_by_server(s)).count();
+
+        // Still serving, and "P" followed by the rest of a request is HTTP/1.1.
+        let mut post = held.pop().expect("a held connection");
+        post.write_all(b"OST /_matrix/client/r0/after HTTP/1.1\r\nhost: drill\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("the rest of the request");
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), post.read_to_end(&mut answer)).await;
+        drop(held);
+
+        figures!(
+            "[drill 4c] {HELD} connections that sent \"P\" ({fds} fds in the sidecar, opened in {:.0} ms): sidecar CPU {:.0} ms over {:.1} s ({:.1}% of a core; limit {:.0} ms); {still_open} still open",
+            ms(opening.elapsed()),
+            ms(spent),
+            WATCHED.as_secs_f64(),
+            spent.as_secs_f64() / WATCHED.as_secs_f64() * 100.0,
+            ms(CPU_LIMIT),
+        );
+        assert!(read.is_ok(), "no answer to the completed POST");
+        let head = String::from_utf8_lossy(&answer);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            still_open, HELD,
+            "connections were closed before header_read_timeout"
+        );
+        assert!(
+            spent <= CPU_LIMIT,
+            "holding {HELD} connections that sent \"P\" cost {spent:?} of CPU in {WATCHED:?}"
         );
     });
 }

@@ -355,12 +355,37 @@ impl ChildSidecar {
             .and_then(|v| v.parse().ok())
     }
 
+    /// CPU time the child has used so far (user + system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Past the command name (in parentheses, and it may hold spaces): state is field 3,
+        // utime and stime fields 14 and 15, in clock ticks.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_secs_f64(
+            ticks as f64 / clock_ticks_per_second() as f64,
+        ))
+    }
+
     /// Open file descriptors of the child.
     pub fn open_fds(&self) -> Option<usize> {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .ok()
             .map(Iterator::count)
     }
+}
+
+/// `getconf CLK_TCK`: the unit of the CPU times in `/proc/<pid>/stat` (100 on Linux, where
+/// the value is fixed for user space; asked rather than assumed).
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
 }
 
 impl Drop for ChildSidecar {

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::common::http::{self, Answer};
 use crate::common::redis::RedisServer;
 use crate::common::sidecar::{Sidecar, TestConfig};
-use crate::common::smtp::{ReceivedMail, SmtpServer};
+use crate::common::smtp::{SmtpServer, query_param};
 
 const MAIL_WAIT: Duration = Duration::from_secs(10);
 
@@ -28,11 +28,9 @@ impl Env {
         let smtp = SmtpServer::start();
         let mut config = TestConfig::new("http://127.0.0.1:9");
         config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
+            .redis(&redis)
             .set("store.command_timeout", "500ms")
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .smtp(&smtp)
             .set("email.send_timeout", "3s")
             .set("email.app_name", "Example Chat")
             .set("server.server_name", "example.org");
@@ -91,25 +89,6 @@ impl Env {
     }
 }
 
-/// The link in a mail's text part.
-fn link_in(mail: &ReceivedMail) -> String {
-    let text = &mail.text;
-    let start = text.find("http").expect("a link in the mail");
-    text[start..]
-        .split_whitespace()
-        .next()
-        .expect("the link")
-        .to_owned()
-}
-
-fn query_param(link: &str, key: &str) -> String {
-    let url = url::Url::parse(link).unwrap();
-    url.query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no {key} in {link}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_purpose_mails_a_link_whose_page_validates_only_on_post() {
     let env = Env::start(|_| {}).await;
@@ -135,7 +114,7 @@ async fn each_purpose_mails_a_link_whose_page_validates_only_on_post() {
         assert_eq!(mail.subject, subject);
         assert_eq!(mail.to, format!("alice{i}@example.org"));
         assert!(!mail.html.is_empty(), "an HTML part");
-        let link = link_in(mail);
+        let link = mail.link();
         assert_eq!(query_param(&link, "sid"), sid);
         let token = query_param(&link, "token");
         // The HTML part links the same page (HTML-escaped there).
@@ -200,7 +179,7 @@ async fn the_json_submit_and_the_identity_submit_token_validate_too() {
             .as_str()
             .unwrap()
             .to_owned();
-        let token = query_param(&link_in(&env.smtp.wait_for(i + 1, MAIL_WAIT)[i]), "token");
+        let token = env.smtp.wait_for(i + 1, MAIL_WAIT)[i].token();
         let body = json!({"sid": sid, "client_secret": secret, "token": token});
         let wrong = json!({"sid": sid, "client_secret": secret, "token": "wrong"});
         let answer = match via {
@@ -246,7 +225,7 @@ async fn a_next_link_is_where_the_form_redirects_with_the_sid() {
         .as_str()
         .unwrap()
         .to_owned();
-    let token = query_param(&link_in(&env.smtp.wait_for(1, MAIL_WAIT)[0]), "token");
+    let token = env.smtp.wait_for(1, MAIL_WAIT)[0].token();
     let done = http::post_form(
         &env.sidecar
             .url("/_matrix/client/unstable/threepid/email/submit_token"),
@@ -278,8 +257,8 @@ async fn send_attempt_decides_whether_a_new_mail_goes_out() {
     let higher = env.request_token("register", body(2)).await.json()["sid"].clone();
     assert_eq!(first, higher, "higher attempt → same sid");
     let mails = env.smtp.wait_for(2, MAIL_WAIT);
-    let token1 = query_param(&link_in(&mails[0]), "token");
-    let token2 = query_param(&link_in(&mails[1]), "token");
+    let token1 = mails[0].token();
+    let token2 = mails[1].token();
     assert_ne!(token1, token2, "a new token per send");
 
     // The older token is still valid.
@@ -311,7 +290,7 @@ async fn wrong_tokens_exhaust_the_session() {
         .as_str()
         .unwrap()
         .to_owned();
-    let token = query_param(&link_in(&env.smtp.wait_for(1, MAIL_WAIT)[0]), "token");
+    let token = env.smtp.wait_for(1, MAIL_WAIT)[0].token();
     let url = env
         .sidecar
         .url("/_matrix/client/unstable/threepid/email/submit_token");
@@ -588,7 +567,7 @@ async fn the_pages_say_where_their_form_may_go() {
             env.request_token("register", body).await.status,
             StatusCode::OK
         );
-        let link = link_in(&env.smtp.wait_for(i + 1, MAIL_WAIT)[i]);
+        let link = env.smtp.wait_for(i + 1, MAIL_WAIT)[i].link();
         let page = http::get(&link).await;
         let policy = csp(&page);
         assert!(policy.contains("base-uri 'none'"), "{policy}");

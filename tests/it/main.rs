@@ -1,9 +1,11 @@
 mod abuse;
+mod admin_api;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod creds;
 mod deploy;
+mod edge;
 mod email_flow;
 mod input_table;
 mod languages;

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,11 +16,12 @@ use hyper::StatusCode;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
+use crate::common::eventually;
 use crate::common::http::{self, Answer};
 use crate::common::redis::cluster::RedisCluster;
 use crate::common::redis::{RedisServer, query};
 use crate::common::sidecar::{Sidecar, TestConfig};
-use crate::common::smtp::{ReceivedMail, SmtpServer};
+use crate::common::smtp::SmtpServer;
 use crate::common::webhook::SmsGateway;
 
 const BIN: &str = env!("CARGO_BIN_EXE_threepid-sidecar");
@@ -38,11 +38,9 @@ const PROMPT: Duration = Duration::from_secs(3);
 fn config(redis: &RedisServer, smtp: &SmtpServer) -> TestConfig {
     let mut config = TestConfig::new("http://127.0.0.1:9");
     config
-        .set("store.backend", "redis")
-        .set("store.url", redis.url())
+        .redis(redis)
         .set("store.command_timeout", "500ms")
-        .set("email.transport", "smtp")
-        .set("email.smtp_url", smtp.url())
+        .smtp(smtp)
         .set("email.send_timeout", "1s")
         .set("sms.timeout", "1s")
         .set("outbox.retry_base", "200ms")
@@ -94,19 +92,6 @@ async fn pending(conn: &mut MultiplexedConnection) -> u64 {
     }
 }
 
-/// Waits until `condition` holds; panics with `what` after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the outbox is empty and at least `n` mails have arrived, then returns the
 /// number of mails per recipient: with the outbox empty, nothing more is on its way.
 async fn delivered(
@@ -148,21 +133,6 @@ async fn request_email(sidecar_url: &str, secret: &str, email: &str, attempt: u6
         started.elapsed()
     );
     answer
-}
-
-/// The token in a mail's link.
-fn token_in(mail: &ReceivedMail) -> String {
-    let start = mail.text.find("http").expect("a link in the mail");
-    let link = mail.text[start..]
-        .split_whitespace()
-        .next()
-        .expect("the link");
-    url::Url::parse(link)
-        .expect("a URL")
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .expect("a token in the link")
 }
 
 /// The value of one sample on `/metrics`, 0 when it is absent.
@@ -257,7 +227,7 @@ async fn with_the_mail_server_down_requests_are_answered_and_every_mail_arrives_
     // Each mail's token validates its session.
     let mails = smtp.messages();
     for mail in &mails {
-        let token = token_in(mail);
+        let token = mail.token();
         let i = &mail.to["user".len()..mail.to.find('@').expect("an address")];
         let answer = http::post_json(
             &sidecar.url("/_matrix/client/unstable/threepid/email/submit_token"),
@@ -371,7 +341,7 @@ async fn mail_accepted_by_a_sidecar_that_dies_is_sent_by_another() {
         .expect("k0's mail");
     let answer = http::post_json(
         &second.url("/_matrix/client/unstable/threepid/email/submit_token"),
-        &json!({"sid": sids[0], "client_secret": "k0", "token": token_in(&mail)}),
+        &json!({"sid": sids[0], "client_secret": "k0", "token": mail.token()}),
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -485,7 +455,7 @@ async fn mail_accepted_by_a_binary_killed_with_sigkill_is_sent_by_another() {
     );
     let mut secrets: Vec<String> = (0..3).map(|i| format!("binary-secret-{i}")).collect();
     for mail in smtp.messages() {
-        secrets.push(token_in(&mail));
+        secrets.push(mail.token());
         secrets.push(mail.to.clone());
     }
     for secret in &secrets {
@@ -501,8 +471,7 @@ async fn a_gateway_that_keeps_refusing_ends_in_the_dead_letter_stream_without_th
     gateway.set_status(StatusCode::INTERNAL_SERVER_ERROR);
     let mut config = config(&redis, &smtp);
     config
-        .set("sms.transport", "webhook")
-        .set("sms.webhook_url", gateway.url())
+        .sms_gateway(&gateway)
         .set("sms.timeout", "500ms")
         .set("email.send_timeout", "500ms")
         .set("sms.max_retry_age", "2s")
@@ -670,8 +639,7 @@ async fn on_redis_cluster_queued_mail_survives_an_outage_and_arrives_once() {
             &format!("{{ nodes = {:?} }}", cluster.nodes()),
         )
         .set("store.command_timeout", "1s")
-        .set("email.transport", "smtp")
-        .set("email.smtp_url", smtp.url())
+        .smtp(&smtp)
         .set("email.send_timeout", "1s")
         .set("sms.timeout", "1s")
         .set("outbox.retry_base", "200ms")
@@ -722,8 +690,7 @@ async fn a_permanent_refusal_is_dead_lettered_at_once() {
     gateway.set_status(StatusCode::BAD_REQUEST);
     let mut config = config(&redis, &smtp);
     config
-        .set("sms.transport", "webhook")
-        .set("sms.webhook_url", gateway.url())
+        .sms_gateway(&gateway)
         // Hours: nothing here may be the retry age running out.
         .set("email.max_retry_age", "5h")
         .set("sms.max_retry_age", "5h")

@@ -506,6 +506,54 @@ async fn an_http2_preface_that_arrives_in_pieces_is_still_served_as_http2() {
 }
 
 #[tokio::test]
+async fn an_http2_preface_whose_first_byte_arrives_alone_is_still_served_as_http2() {
+    bounded(Duration::from_secs(10), async {
+        let (_upstream, sidecar) = setup().await;
+        let stream = TcpStream::connect(sidecar.client).await.expect("connect");
+        // "P" alone is a prefix of the preface and of POST, PUT and PATCH.
+        let stream = Trickle::new(stream, 1, Duration::from_millis(100));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an h2c prior-knowledge handshake");
+        tokio::spawn(connection);
+        let request = Request::get(sidecar.url("/_matrix/client/r0/pushrules/"))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let response = sender.send_request(request).await.expect("an answer");
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert_eq!(response.status(), StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_http1_request_sent_a_byte_at_a_time_is_served_with_every_byte() {
+    bounded(Duration::from_secs(10), async {
+        let (_upstream, sidecar) = setup().await;
+        let request = b"POST /_matrix/client/r0/bytewise HTTP/1.1\r\nhost: hs.example\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
+        let mut stream = TcpStream::connect(sidecar.client).await.expect("connect");
+        // The first bytes one at a time ("P", "PO": prefixes of the HTTP/2 preface
+        // and not), then the rest.
+        for byte in &request[..6] {
+            stream.write_all(&[*byte]).await.expect("a byte");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        stream.write_all(&request[6..]).await.expect("the rest");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("the answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+        let echo: Echo = serde_json::from_str(body).expect("an echo");
+        assert_eq!(echo.method, "POST");
+        assert_eq!(echo.uri, "/_matrix/client/r0/bytewise");
+        assert_eq!(echo.body_len, 5);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_tls_client_listener_serves_http2_when_alpn_chooses_it_and_http1_otherwise() {
     bounded(Duration::from_secs(10), async {
         let upstream = Upstream::start().await;

@@ -12,6 +12,9 @@
 //! - `{prefix}outbox-dead` → a stream of the messages given up on: `id` (the outbox entry's),
 //!   `sid`, `medium`, `address` (masked), `purpose`, `error`, `attempts`, `enqueued_ms` —
 //!   never the token or the client secret; trimmed to about `outbox.dead_letter_max` entries.
+//!   An email message's client secret goes to `{prefix}resend:{<sid>}` for one session
+//!   lifetime (the session's slot), so that the admin API can send it again with a new token;
+//!   past that lifetime the session is gone and so is any use for it.
 //!
 //! Neither key shares a slot with the sessions, so no script touches both: an entry is sent
 //! only if its session holds `t:<hash>` (see `begin_send_queued_inner` in
@@ -33,6 +36,7 @@ mod reply;
 use std::sync::Arc;
 
 use redis::Value;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{DeadLetter, Delivery, Queue};
 use crate::redis_link::Connection;
@@ -41,7 +45,7 @@ use crate::session::StoreError;
 use crate::session::redis::RedisStore;
 use crate::token::TokenHash;
 pub use reader::OutboxReader;
-use reply::{array, consumers, corrupt, entries, id_time, int, stream_entries, text};
+use reply::{array, consumers, entries, int, stream_entries, text};
 
 /// The consumer group every replica's senders read through.
 pub const GROUP: &str = "senders";
@@ -284,8 +288,26 @@ impl Queue for RedisQueue {
             .map(|_| ())?)
     }
 
-    /// Moves an entry to the dead-letter stream (the record holds no secret) and finishes it.
-    async fn dead_letter(&self, record: &DeadLetter, max_len: usize) -> Result<(), StoreError> {
+    /// Moves an entry to the dead-letter stream (the record holds no secret), keeps an email's
+    /// client secret in the session's slot for a lifetime, and finishes the entry.
+    async fn dead_letter(
+        &self,
+        record: &DeadLetter,
+        resend: Option<&SecretString>,
+        max_len: usize,
+    ) -> Result<(), StoreError> {
+        if let Some(secret) = resend {
+            let mut set = redis::cmd("SET");
+            set.arg(self.store.resend_key(&record.sid))
+                .arg(secret.expose_secret())
+                .arg("PX")
+                .arg(u64::try_from(self.store.session_lifetime().as_millis()).unwrap_or(u64::MAX));
+            let set = &set;
+            let op = self
+                .link()
+                .first_call(move |mut c| async move { set.query_async::<Value>(&mut c).await });
+            bound_all(self.store.command_timeout(), op).await?;
+        }
         let mut xadd = redis::cmd("XADD");
         xadd.arg(self.store.dead_letter_key())
             .arg("MAXLEN")
@@ -349,32 +371,6 @@ impl Queue for RedisQueue {
             Ok(forgotten)
         };
         bound_all(self.store.command_timeout(), op).await
-    }
-
-    /// The outbox's length and the enqueue time (unix ms) of its oldest entry.
-    async fn stats(&self) -> Result<(u64, Option<u64>), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(self.store.outbox_key())
-            .cmd("XRANGE")
-            .arg(self.store.outbox_key())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
-        let pipe = &pipe;
-        let op = self
-            .link()
-            .first_call(move |mut c| async move { pipe.query_async::<(u64, Value)>(&mut c).await });
-        let (_, (len, oldest)) = bound_all(self.store.command_timeout(), op).await?;
-        let oldest = array(&oldest)?
-            .first()
-            .map(|entry| match array(entry)?.first() {
-                Some(id) => Ok(id_time(&text(id)?)),
-                None => Err(corrupt("an XRANGE entry without an ID")),
-            })
-            .transpose()?;
-        Ok((len, oldest))
     }
 }
 

@@ -13,6 +13,7 @@
 //! client gets 500 and may try the same `send_attempt` again. A queue in this process's
 //! memory would not survive the process, which is what an outbox is for.
 
+mod admin;
 mod rate_limits;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,8 +23,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{
-    OutboxMessage, PURPOSE_NOTE_TTL, PurposeNote, SendDecision, SendRequest, Session, SessionStore,
-    StoreError, StoreSettings, SubmitOutcome,
+    OutboxMessage, OutboxReport, PURPOSE_NOTE_TTL, PurposeNote, RetryOutcome, SendDecision,
+    SendRequest, Session, SessionDetails, SessionStore, StoreError, StoreSettings, SubmitOutcome,
 };
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
@@ -72,6 +73,8 @@ struct Entry {
     attempt_token: Option<TokenHash>,
     /// Unix ms after which the session is gone.
     expires_at: u64,
+    /// When it was created (unix ms).
+    created_at: u64,
 }
 
 impl MemoryStore {
@@ -169,6 +172,7 @@ impl MemoryStore {
             tokens: vec![(req.token, req.token_expires_ms)],
             attempt_token: Some(req.token),
             expires_at,
+            created_at: now,
         };
         // A lookup entry left by an expired session is simply replaced.
         if let Some(old) = inner.lookup.insert(key, sid.clone()) {
@@ -439,6 +443,54 @@ impl SessionStore for MemoryStore {
 
     fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>> {
         futures_util::future::ready(Ok(self.address_key.clone())).boxed()
+    }
+
+    fn details<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<SessionDetails>, StoreError>> {
+        futures_util::future::ready(Ok(self.details_now(sid, now_ms))).boxed()
+    }
+
+    fn sessions_of<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<SessionDetails>, StoreError>> {
+        futures_util::future::ready(Ok(self.sessions_of_now(medium, address, now_ms))).boxed()
+    }
+
+    fn revoke<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut inner = self.lock();
+        let existed = inner.sessions.contains_key(sid);
+        inner.remove(sid);
+        drop(inner);
+        futures_util::future::ready(Ok(existed)).boxed()
+    }
+
+    fn clear_limits<'a>(&'a self, keys: &'a [LimitKey]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let cleared = keys.iter().filter(|k| self.rate_limits.clear(k)).count();
+        futures_util::future::ready(Ok(cleared as u64)).boxed()
+    }
+
+    /// No outbox here: nothing pending, nothing dead.
+    fn outbox_report(&self, _max: usize) -> BoxFuture<'_, Result<OutboxReport, StoreError>> {
+        futures_util::future::ready(Ok(OutboxReport::default())).boxed()
+    }
+
+    fn retry_dead_letter<'a>(
+        &'a self,
+        _id: &'a str,
+        _token_lifetime_ms: u64,
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<RetryOutcome, StoreError>> {
+        futures_util::future::ready(Ok(RetryOutcome::NotFound)).boxed()
+    }
+
+    fn drop_dead_letter<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        futures_util::future::ready(Ok(false)).boxed()
     }
 }
 

@@ -77,6 +77,12 @@ impl RateTable {
         RateDecision::Allowed
     }
 
+    /// Forgets `key`'s TAT; whether there was one.
+    pub(super) fn clear(&self, key: &LimitKey) -> bool {
+        let mut t = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        t.tats.remove(&key.to_string()).is_some()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner

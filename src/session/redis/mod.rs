@@ -16,8 +16,13 @@
 //! - `{prefix}purpose:{<hex sha256 of medium\0address\0secret-hash-hex\0>}` → a list of
 //!   via-upstream purpose notes, one per accepted requestToken, each taken once, PX =
 //!   [`PURPOSE_NOTE_TTL`].
-//! - `{prefix}address-key` → the random key of the address hashes in rate-limit keys, made
-//!   once by whichever replica asks first, never expiring;
+//! - `{prefix}address-key` → the random key of the address hashes in rate-limit keys and
+//!   the address index, made once by whichever replica asks first, never expiring;
+//! - `{prefix}sessions-of:{<medium>:<address hash>}` → the set of sids started for one
+//!   address (the admin API's index; PX = twice the lifetime from the last send, so it
+//!   outlives its sessions; members whose session is gone are dropped when read);
+//! - `{prefix}resend:{<sid>}` → an email dead letter's client secret (PX = lifetime), so that
+//!   the admin API can send the message again; in the session's slot;
 //! - `{prefix}outbox` and `{prefix}outbox-dead` → the durable outbox's streams (see
 //!   [`outbox`]); `begin_send` with a queued message writes the stream first and the session
 //!   second: in two steps on Redis Cluster (DESIGN §7), in one script (`begin_queued.lua`, the
@@ -27,6 +32,7 @@
 //! knows the [`Topology`] (with [`sentinel`] and [`cluster`]); [`sessions`], [`rate_limit`]
 //! and [`outbox`] the operations.
 
+mod admin;
 mod queue;
 mod rate_limit;
 mod sessions;
@@ -41,11 +47,12 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 
 use super::{
-    LimitedSend, OutboxMessage, PURPOSE_NOTE_TTL, PurposeNote, SendDecision, SendRequest, Session,
-    SessionStore, StoreError, StoreSettings, SubmitOutcome,
+    LimitedSend, OutboxMessage, OutboxReport, PURPOSE_NOTE_TTL, PurposeNote, RetryOutcome,
+    SendDecision, SendRequest, Session, SessionDetails, SessionStore, StoreError, StoreSettings,
+    SubmitOutcome,
 };
 use crate::config::RateLimit;
-use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
+use crate::ratelimit::{AddressHash, AddressKey, LimitKey, RateDecision};
 use crate::redis_link::{Connection, Topology, bound_all};
 use crate::threepid::{Medium, Purpose};
 use crate::token::{SecretHash, TokenHash};
@@ -58,6 +65,8 @@ struct Scripts {
     begin: Script,
     /// `begin_send` with the message queued, in one step, where every key is on one server.
     begin_queued: Script,
+    /// The admin API's retry of a dead letter: a new token in the session.
+    resend: Script,
     /// `undo_send` on the session.
     undo: Script,
     /// `undo_send` on the lookup entry of a deleted session.
@@ -87,6 +96,7 @@ impl Scripts {
             begin_queued: Script::new(
                 &[SEND_RULE, GCRA, include_str!("begin_queued.lua")].concat(),
             ),
+            resend: Script::new(include_str!("resend.lua")),
             undo: Script::new(include_str!("undo.lua")),
             unlook: Script::new(include_str!("unlook.lua")),
             reserve: Script::new(include_str!("reserve.lua")),
@@ -108,6 +118,8 @@ pub struct RedisStore {
     /// that server refused a script on keys in different slots (a proxy in front of a
     /// cluster, presented as one server).
     queue_in_steps: AtomicBool,
+    /// The store's address-hash key, read once.
+    address_key: tokio::sync::OnceCell<AddressKey>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -146,6 +158,7 @@ impl RedisStore {
             command_timeout,
             scripts: Scripts::new(),
             queue_in_steps: AtomicBool::new(false),
+            address_key: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -189,8 +202,52 @@ impl RedisStore {
         )
     }
 
+    /// `{prefix}resend:{<sid>}`: a dead letter's client secret, beside its session.
+    pub fn resend_key(&self, sid: &str) -> String {
+        format!("{}resend:{{{sid}}}", self.settings.key_prefix)
+    }
+
+    /// `{prefix}sessions-of:{<medium>:<address hash>}`: the sids of one address.
+    fn index_key(&self, key: &AddressKey, medium: Medium, address: &str) -> String {
+        let hash = AddressHash::of(key, address);
+        format!(
+            "{}sessions-of:{{{medium}:{}}}",
+            self.settings.key_prefix,
+            hash.as_hex()
+        )
+    }
+
+    /// The address index's key for a request's address (the address key read once).
+    async fn index_key_of(&self, medium: Medium, address: &str) -> Result<String, StoreError> {
+        let key = self
+            .address_key
+            .get_or_try_init(|| self.read_address_key())
+            .await?;
+        Ok(self.index_key(key, medium, address))
+    }
+
+    /// How long a session lives after its last change, unvalidated.
+    pub fn session_lifetime(&self) -> Duration {
+        self.settings.session_lifetime
+    }
+
     fn lifetime_ms(&self) -> u64 {
         u64::try_from(self.settings.session_lifetime.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn read_address_key(&self) -> Result<AddressKey, StoreError> {
+        let mut script = self
+            .scripts
+            .address_key
+            .key(format!("{}address-key", self.settings.key_prefix));
+        script.arg(AddressKey::random().to_hex());
+        let script = &script;
+        let (_, hex): (crate::redis_link::Conn, String) = self
+            .connection
+            .first_call(move |mut c| async move { script.invoke_async(&mut c).await })
+            .await?;
+        AddressKey::from_hex(&hex)
+            .ok_or_else(|| StoreError::Corrupt("the address-hash key is not 64 hex digits".into()))
     }
 }
 
@@ -360,21 +417,56 @@ impl SessionStore for RedisStore {
 
     fn address_key(&self) -> BoxFuture<'_, Result<AddressKey, StoreError>> {
         let op = async move {
-            let mut script = self
-                .scripts
-                .address_key
-                .key(format!("{}address-key", self.settings.key_prefix));
-            script.arg(AddressKey::random().to_hex());
-            let script = &script;
-            let (_, hex): (crate::redis_link::Conn, String) = self
-                .connection
-                .first_call(move |mut c| async move { script.invoke_async(&mut c).await })
-                .await?;
-            AddressKey::from_hex(&hex).ok_or_else(|| {
-                StoreError::Corrupt("the address-hash key is not 64 hex digits".into())
-            })
+            self.address_key
+                .get_or_try_init(|| self.read_address_key())
+                .await
+                .cloned()
         };
         bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn details<'a>(
+        &'a self,
+        sid: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<SessionDetails>, StoreError>> {
+        bound_all(self.command_timeout, self.details_inner(sid, now_ms)).boxed()
+    }
+
+    fn sessions_of<'a>(
+        &'a self,
+        medium: Medium,
+        address: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<SessionDetails>, StoreError>> {
+        let op = self.sessions_of_inner(medium, address, now_ms);
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn revoke<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        bound_all(self.command_timeout, self.revoke_inner(sid)).boxed()
+    }
+
+    fn clear_limits<'a>(&'a self, keys: &'a [LimitKey]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        bound_all(self.command_timeout, self.clear_limits_inner(keys)).boxed()
+    }
+
+    fn outbox_report(&self, max: usize) -> BoxFuture<'_, Result<OutboxReport, StoreError>> {
+        bound_all(self.command_timeout, self.outbox_report_inner(max)).boxed()
+    }
+
+    fn retry_dead_letter<'a>(
+        &'a self,
+        id: &'a str,
+        token_lifetime_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<RetryOutcome, StoreError>> {
+        let op = self.retry_dead_letter_inner(id, token_lifetime_ms, now_ms);
+        bound_all(self.command_timeout, op).boxed()
+    }
+
+    fn drop_dead_letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        bound_all(self.command_timeout, self.drop_dead_letter_inner(id)).boxed()
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

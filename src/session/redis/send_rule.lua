@@ -27,7 +27,7 @@ local function commit(key, A, decision)
   if decision[1] == 'created' then
     redis.call('HSET', key, 'medium', A[3], 'address', A[4], 'secret', A[5],
       'purpose', A[6], 'attempt', A[9], 'failed', '0', 'attempt_token', A[10],
-      't:' .. A[10], A[11])
+      't:' .. A[10], A[11], 'created', A[2])
   else
     local now = tonumber(A[2])
     local all = A[3] == 'msisdn'

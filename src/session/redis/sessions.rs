@@ -34,7 +34,39 @@ impl RedisStore {
         req: SendRequest,
     ) -> Result<SendDecision, StoreError> {
         let (mut conn, sid) = self.lookup_sid(&req).await?;
-        self.commit_send(&mut conn, sid, &req).await
+        let decision = self.commit_send(&mut conn, sid, &req).await?;
+        self.index_session(&decision, &req).await;
+        Ok(decision)
+    }
+
+    /// Adds a sent-to session to its address's index, where no script did (the steps):
+    /// best effort, since the index only serves the admin API.
+    async fn index_session(&self, decision: &SendDecision, req: &SendRequest) {
+        let SendDecision::Send { sid, .. } = decision else {
+            return;
+        };
+        let indexed = async {
+            let key = self.index_key_of(req.medium, &req.address).await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("SADD")
+                .arg(&key)
+                .arg(sid)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(self.lifetime_ms().saturating_mul(2))
+                .ignore();
+            let pipe = &pipe;
+            let (_, ()): (Conn, ()) = self
+                .connection
+                .first_call(move |mut c| async move { pipe.query_async(&mut c).await })
+                .await?;
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = indexed.await {
+            tracing::warn!(error = %e, "could not add a session to its address's index");
+        }
     }
 
     /// `begin_send` with the message queued. Where every key is on one server, one script
@@ -65,6 +97,9 @@ impl RedisStore {
         // its answer lost, and then the entry must stay; an orphan is the sender's to drop.
         if matches!(decision, Ok(SendDecision::AlreadySent { .. })) {
             self.unqueue(&mut conn, &entry).await;
+        }
+        if let Ok(sent) = &decision {
+            self.index_session(sent, &req).await;
         }
         decision
     }
@@ -118,10 +153,12 @@ impl RedisStore {
         limit: Option<(&LimitKey, RateLimit, u64)>,
     ) -> Result<Option<LimitedSend>, StoreError> {
         let (medium, secret) = (req.medium.as_str(), req.client_secret.to_hex());
+        let index = self.index_key_of(req.medium, &req.address).await?;
         let mut script = self.scripts.begin_queued.prepare_invoke();
         script
             .key(self.lookup_key(medium, &req.address, &secret, req.purpose.as_str()))
-            .key(self.outbox_key());
+            .key(self.outbox_key())
+            .key(index);
         self.rule_args(&mut script, req, &secret);
         script
             .arg(token::new_sid())

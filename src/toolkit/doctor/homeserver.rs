@@ -20,11 +20,11 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     settings.connect_timeout = settings.connect_timeout.min(NETWORK_TIMEOUT);
     settings.response_timeout = settings.response_timeout.min(NETWORK_TIMEOUT);
     let url = &config.upstream.url;
-    let upstream = match Upstream::new(&settings) {
+    let metrics = Metrics::new();
+    let upstream = match Upstream::new(&settings, NETWORK_TIMEOUT, &metrics) {
         Ok(upstream) => upstream,
         Err(e) => return vec![Check::fail("homeserver", format!("upstream TLS: {e}"))],
     };
-    let metrics = Metrics::new();
     let versions = match fetch_upstream_json(&upstream, &metrics, VERSIONS_PATH).await {
         Ok(versions) => versions,
         Err(e) => {

@@ -35,9 +35,20 @@ async fn redis_keys_carry_the_prefix_and_a_sid_hash_tag() {
     let mut con = raw(&server);
     assert_eq!(
         query::<i64>(&mut con, &["DBSIZE"]),
-        2,
-        "a lookup key and a session key"
+        4,
+        "a lookup key, a session key, the address index's entry and the address-hash key"
     );
+    let index: Vec<String> = query(&mut con, &["KEYS", &format!("{PREFIX}sessions-of:*")]);
+    assert_eq!(index.len(), 1);
+    assert!(
+        index[0].starts_with(&format!("{PREFIX}sessions-of:{{email:")) && index[0].ends_with('}'),
+        "{index:?}"
+    );
+    assert!(!index[0].contains("example.org"), "the address is hashed");
+    let members: Vec<String> = query(&mut con, &["SMEMBERS", &index[0]]);
+    assert_eq!(members, std::slice::from_ref(&sid));
+    let ttl: i64 = query(&mut con, &["PTTL", &index[0]]);
+    assert!(ttl > HOUR as i64 && ttl <= 2 * HOUR as i64, "{ttl}");
     let lookup: Option<String> = query(&mut con, &["GET", &lookup_key("a@example.org")]);
     assert_eq!(lookup.as_deref(), Some(sid.as_str()));
     let session_key = format!("{PREFIX}session:{{{sid}}}");

@@ -3,11 +3,11 @@
 //! requests get `server.shutdown_grace` to finish, then the admin listener closes.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -20,8 +20,15 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::AppState;
+use crate::matrix::Body;
 use crate::proxy::{self, ConnInfo};
 use crate::routes;
+
+mod cap;
+mod h2;
+mod sniff;
+
+use sniff::{Prefixed, Sniffed};
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +84,7 @@ pub fn spawn_listener(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> JoinHandle<()> {
-    let builders = Arc::new(Builders::new(&state));
+    let builders = Arc::new(Builders::new(&state, bound.kind, stop.clone()));
     tokio::spawn(async move {
         let Bound {
             kind,
@@ -91,12 +98,17 @@ pub fn spawn_listener(
                 _ = stop.changed() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if !builders.cap.admit() {
+                            tracing::debug!(listener = kind.name(), "server.max_connections reached; connection refused");
+                            builders.cap.refuse(stream, tls.is_some());
+                            continue;
+                        }
+                        let slot = Slot(builders.clone());
                         let watcher = graceful.watcher();
                         let state = state.clone();
-                        let builders = builders.clone();
                         let tls = tls.clone();
                         tokio::spawn(async move {
-                            serve_connection(kind, stream, peer, tls, state, builders, watcher).await;
+                            serve_connection(kind, stream, peer, tls, state, slot, watcher).await;
                         });
                     }
                     Err(e) => {
@@ -125,7 +137,8 @@ pub fn spawn_listener(
     })
 }
 
-/// The HTTP/1.1 and HTTP/2 connection settings of a listener.
+/// The HTTP/1.1 and HTTP/2 connection settings of a listener, and what its HTTP/2
+/// connections need to end themselves.
 ///
 /// The two protocols are served by their own builders rather than hyper-util's `auto`
 /// builder: its version sniff reads the first bytes itself and hands them back through a
@@ -134,10 +147,34 @@ pub fn spawn_listener(
 struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// The listener's stop signal (HTTP/1.1 connections get theirs from the watcher).
+    stop: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    http2_idle_timeout: Duration,
+    /// `server.max_connections` for this listener.
+    cap: cap::Cap,
+}
+
+/// A connection's place under its listener's cap, given back when dropped; it also hands the
+/// connection its listener's settings.
+struct Slot(Arc<Builders>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.cap.release();
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Builders;
+
+    fn deref(&self) -> &Builders {
+        &self.0
+    }
 }
 
 impl Builders {
-    fn new(state: &AppState) -> Self {
+    fn new(state: &AppState, kind: Listener, stop: watch::Receiver<bool>) -> Self {
         let server = &state.config.server;
         let mut http1 = http1::Builder::new();
         http1
@@ -149,8 +186,20 @@ impl Builders {
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256);
-        Self { http1, http2 }
+            .max_concurrent_streams(256)
+            .keep_alive_interval(server.http2_keep_alive_interval)
+            .keep_alive_timeout(server.http2_keep_alive_timeout);
+        Self {
+            http1,
+            http2,
+            stop,
+            header_read_timeout: server.header_read_timeout,
+            http2_idle_timeout: server.http2_idle_timeout,
+            cap: {
+                let (open, refused) = state.metrics.connections(kind.name());
+                cap::Cap::new(server.max_connections, open, refused)
+            },
+        }
     }
 }
 
@@ -158,11 +207,11 @@ type ConnResult = Result<(), hyper::Error>;
 
 async fn serve_connection(
     kind: Listener,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
-    builders: Arc<Builders>,
+    builders: Slot,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let _ = stream.set_nodelay(true);
@@ -172,47 +221,52 @@ async fn serve_connection(
     };
     // hyper's header_read_timeout covers HTTP/1 request heads once a connection is being
     // served; the protocol sniff, the TLS handshake and HTTP/2 have none of their own: the
-    // first request head must arrive within header_read_timeout, or the connection is closed.
+    // first request head must arrive within header_read_timeout, or the connection is closed
+    // (HTTP/2: by h2::serve, which also closes it once idle).
     let deadline = tokio::time::Instant::now() + state.config.server.header_read_timeout;
     let first_request = Arc::new(tokio::sync::Notify::new());
     let notify = first_request.clone();
-    let service = service_fn(move |request: Request<Incoming>| {
+    let handle = move |request: Request<Incoming>| {
         notify.notify_one();
         let state = state.clone();
         async move {
-            let request = request.map(BodyExt::boxed);
+            let request = request.map(crate::matrix::streamed);
             let response = match kind {
                 Listener::Client => routes::client(&state, &conn, request).await,
                 // Boxed, like the client routes' handlers: see routes::client.
                 Listener::Identity => {
                     Box::pin(routes::identity::handle(&state, &conn, request)).await
                 }
-                Listener::Admin => Box::pin(routes::admin::handle(&state, request)).await,
+                Listener::Admin => Box::pin(routes::admin::handle(&state, &conn, request)).await,
             };
             Ok::<_, Infallible>(response)
         }
-    });
+    };
     // This future lives as long as the connection: what it holds inline is paid by every
     // idle keep-alive connection, so only plain HTTP/1.1 (nearly all of a sidecar's traffic)
     // is inline; HTTP/2 and TLS are boxed.
     let result: ConnResult = match tls {
-        None => match tokio::time::timeout_at(deadline, sniff(&stream)).await {
-            Ok(Ok(Some(Protocol::Http1))) => {
+        None => match tokio::time::timeout_at(deadline, sniff::sniff(&mut stream)).await {
+            Ok(Ok(Some(Sniffed::Http1))) => {
                 let conn = builders
                     .http1
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(TokioIo::new(stream), service_fn(handle));
                 first_request_within(deadline, &first_request, watcher.watch(conn)).await
             }
-            Ok(Ok(Some(Protocol::Http2))) => {
-                let conn = builders
-                    .http2
-                    .serve_connection(TokioIo::new(stream), service);
+            // Rare (see sniff): boxed, like HTTP/2, to keep the common case small.
+            Ok(Ok(Some(Sniffed::Http1Read(prefix)))) => {
+                let io = TokioIo::new(Prefixed::new(prefix, stream));
+                let conn = builders.http1.serve_connection(io, service_fn(handle));
                 Box::pin(first_request_within(
                     deadline,
                     &first_request,
                     watcher.watch(conn),
                 ))
                 .await
+            }
+            Ok(Ok(Some(Sniffed::Http2(prefix)))) => {
+                let io = TokioIo::new(Prefixed::new(prefix, stream));
+                Box::pin(serve_http2(io, handle, &builders, deadline, watcher)).await
             }
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
@@ -243,14 +297,11 @@ async fn serve_connection(
                 };
                 // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); without it, HTTP/1.1.
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let conn = builders
-                        .http2
-                        .serve_connection(TokioIo::new(stream), service);
-                    first_request_within(deadline, &first_request, watcher.watch(conn)).await
+                    serve_http2(TokioIo::new(stream), handle, &builders, deadline, watcher).await
                 } else {
                     let conn = builders
                         .http1
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection(TokioIo::new(stream), service_fn(handle));
                     first_request_within(deadline, &first_request, watcher.watch(conn)).await
                 }
             })
@@ -262,34 +313,47 @@ async fn serve_connection(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    Http1,
-    Http2,
-}
-
-/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Tells HTTP/2 with prior knowledge from HTTP/1.x by peeking at the first bytes, without
-/// consuming them; `None` when the client closes before sending anything.
-async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
+/// Serves HTTP/2 on `io` with `handle` answering each request; the connection closes once
+/// idle (see [`h2`]) or when the listener stops.
+async fn serve_http2<I, H, F>(
+    io: I,
+    handle: H,
+    builders: &Builders,
+    first_deadline: tokio::time::Instant,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> ConnResult
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Body>, Infallible>> + Send + 'static,
+{
+    let streams = h2::Streams::new();
+    let tracked = streams.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let open = tracked.open();
+        let response = handle(request);
+        async move {
+            let Ok(response) = response.await;
+            Ok::<_, Infallible>(response.map(|body| h2::Tracked::new(body, open)))
         }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Some(Protocol::Http1));
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(Some(Protocol::Http2));
-        }
-        // A prefix of the preface so far (a client sending it in pieces): peeking again at
-        // once would return the same bytes, so wait a little for the rest.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    });
+    let conn = builders.http2.serve_connection(io, service);
+    let lifetime = h2::Lifetime {
+        first_deadline,
+        idle: builders.http2_idle_timeout,
+        closing: builders.header_read_timeout,
+    };
+    let result = h2::serve(
+        conn,
+        |conn| conn.graceful_shutdown(),
+        &streams,
+        builders.stop.clone(),
+        lifetime,
+    )
+    .await;
+    // Counted by the listener's drain until here.
+    drop(watcher);
+    result
 }
 
 /// Serves a connection, closing it (by dropping it) if no request head has arrived by

@@ -1,5 +1,9 @@
-//! The admin listener: liveness, readiness and Prometheus metrics. Liveness never depends
-//! on Redis, SMTP or the homeserver; readiness does depend on the store.
+//! The admin listener: liveness, readiness and Prometheus metrics, and the admin API under
+//! `/admin/v1/` ([`api`]) when `admin.api_token_file` is set. Liveness never depends on
+//! Redis, SMTP or the homeserver; readiness does depend on the store.
+
+mod api;
+mod auth;
 
 use std::time::Duration;
 
@@ -8,12 +12,16 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::AppState;
 use crate::matrix::{Body, MatrixError, full};
+use crate::proxy::ConnInfo;
 
 /// How long readiness waits for the store to answer a PING.
 const STORE_PING_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// GET /health/live, GET /health/ready, GET /metrics
-pub async fn handle(state: &AppState, request: Request<Body>) -> Response<Body> {
+/// GET /health/live, GET /health/ready, GET /metrics; /admin/v1/…
+pub async fn handle(state: &AppState, conn: &ConnInfo, request: Request<Body>) -> Response<Body> {
+    if request.uri().path().starts_with(api::PREFIX) {
+        return api::handle(state, conn, request).await;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return MatrixError::method_not_allowed().into_response();
     }

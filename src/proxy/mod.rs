@@ -1,28 +1,22 @@
-//! Forwarding to the homeserver (DESIGN §6): the pooled upstream client, the header rules
-//! (hop-by-hop, `X-Forwarded-*`, `Host`) as small pure functions, and the mapping of
-//! upstream trouble to Matrix 502/504 bodies.
+//! Forwarding to the homeserver (DESIGN §6): the header rules (hop-by-hop,
+//! `X-Forwarded-*`, `Host`) as small pure functions, the forwarding itself, and the mapping
+//! of upstream trouble to Matrix bodies; the pooled client is in `upstream.rs`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::{Request, Response, StatusCode, Version};
 use ipnet::IpNet;
-use tokio::sync::oneshot;
 
-use crate::compat::PathCompat;
-use crate::config;
 use crate::matrix::{Body, MatrixError};
-use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::metrics::Metrics;
+
+mod upstream;
+
+use upstream::error_chain;
+pub use upstream::{MAX_READ_BUF, Upstream, UpstreamError};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -30,194 +24,6 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client connection is TLS (sets `X-Forwarded-Proto: https`).
     pub tls: bool,
-}
-
-/// Why a forwarded request got no response head.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("the homeserver is unreachable")]
-    Connect,
-    #[error("the homeserver did not answer in time")]
-    Timeout,
-    #[error("the homeserver connection failed: {0}")]
-    Protocol(String),
-}
-
-impl UpstreamError {
-    pub fn kind(&self) -> UpstreamErrorKind {
-        match self {
-            UpstreamError::Connect => UpstreamErrorKind::Connect,
-            UpstreamError::Timeout => UpstreamErrorKind::Timeout,
-            UpstreamError::Protocol(_) => UpstreamErrorKind::Protocol,
-        }
-    }
-
-    /// 502 for an unreachable or broken upstream, 504 for a slow one.
-    pub fn into_matrix(self) -> MatrixError {
-        let status = match self {
-            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        MatrixError::new(status, "M_UNKNOWN", self.to_string())
-    }
-}
-
-/// The homeserver: a keep-alive pool of HTTP/1.1 connections (https via rustls).
-pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    scheme: Scheme,
-    authority: Authority,
-    response_timeout: Duration,
-    /// v3→r0 mapping for r0-only homeservers.
-    pub compat: PathCompat,
-}
-
-/// The most an HTTP/1.1 connection reads at once, client side and upstream side: a body
-/// streams through in pieces of up to this size, and a connection's read buffer grows to it
-/// at most (hyper's default, about 400 KB, would let every pooled upstream connection that
-/// once carried a download keep that much; an idle connection keeps 8 KiB).
-pub const MAX_READ_BUF: usize = 64 * 1024;
-
-impl Upstream {
-    pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .http1_max_buf_size(MAX_READ_BUF)
-            .build(https);
-        let url = &config.url;
-        let scheme = if url.scheme() == "https" {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        };
-        let host = url.host_str().expect("config validation requires a host");
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
-        let authority = authority
-            .parse()
-            .expect("a host and port from a parsed URL form a valid authority");
-        Ok(Self {
-            client,
-            scheme,
-            authority,
-            response_timeout: config.response_timeout,
-            compat: PathCompat::new(config.path_compat),
-        })
-    }
-
-    /// The upstream URI for a client request's path and query (v3 mapped to r0 when the
-    /// path compatibility is on).
-    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
-        let original = path_and_query.map_or("/", PathAndQuery::as_str);
-        let mapped = self.compat.rewrite(original);
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(mapped.as_deref().unwrap_or(original))
-            .build()
-            .expect("scheme, authority and an already valid path form a URI")
-    }
-
-    /// Sends a prepared request and waits for the response head. The response timeout
-    /// (plus `extra` for long-polls) starts once the request body has been sent, so a slow
-    /// upload is never cut short.
-    pub async fn send(
-        &self,
-        request: Request<Body>,
-        extra: Duration,
-        metrics: &Metrics,
-    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        let started = Instant::now();
-        let (request, sent) = notify_when_sent(request);
-        let timeout = self.response_timeout + extra;
-        let deadline = async move {
-            // A dropped sender means the body ended (or failed): either way, count from now.
-            let _ = sent.await;
-            tokio::time::sleep(timeout).await;
-        };
-        let result = tokio::select! {
-            result = self.client.request(request) => Some(result),
-            () = deadline => None,
-        };
-        metrics.observe_upstream(started.elapsed());
-        let result = match result {
-            None => Err(UpstreamError::Timeout),
-            Some(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
-            Some(Err(e)) => Err(UpstreamError::Protocol(error_chain(&e))),
-            Some(Ok(response)) => Ok(response),
-        };
-        if let Err(e) = &result {
-            metrics.upstream_error(e.kind());
-        }
-        result
-    }
-}
-
-/// Wraps a request body so that the returned receiver completes once the body has been
-/// sent to the end (or has failed).
-fn notify_when_sent(request: Request<Body>) -> (Request<Body>, oneshot::Receiver<()>) {
-    let (tx, rx) = oneshot::channel();
-    let (parts, body) = request.into_parts();
-    // An empty body is never polled: it is sent as soon as the head is.
-    let done = if body.is_end_stream() { None } else { Some(tx) };
-    let body = SentSignal { inner: body, done }.boxed();
-    (Request::from_parts(parts, body), rx)
-}
-
-/// A body that drops its sender when it ends, which wakes [`notify_when_sent`]'s receiver.
-struct SentSignal {
-    inner: Body,
-    done: Option<oneshot::Sender<()>>,
-}
-
-impl hyper::body::Body for SentSignal {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None | Some(Err(_))) => self.done = None,
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Turns a client request into the request the homeserver gets: upstream URI, HTTP/1.1,
@@ -261,10 +67,10 @@ pub fn prepare_request(
 }
 
 /// Cleans the homeserver's response for the client.
-pub fn prepare_response(response: Response<hyper::body::Incoming>) -> Response<Body> {
+pub fn prepare_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body)
 }
 
 /// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.
@@ -430,6 +236,10 @@ pub async fn forward(
             unrecognized_as_404(prepare_response(response)).await
         }
         Ok(response) => prepare_response(response),
+        Err(e @ (UpstreamError::BodyStalled(_) | UpstreamError::Busy)) => {
+            tracing::debug!(error = %e, "not forwarded");
+            e.into_matrix().into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "upstream request failed");
             e.into_matrix().into_response()
