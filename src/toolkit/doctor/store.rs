@@ -9,8 +9,8 @@ use super::{Check, NETWORK_TIMEOUT};
 use crate::config::{self, Config, StoreBackend, StoreTopology};
 use crate::outbox::redis::GROUP;
 use crate::redis_link::{LinkError, Topology, bound_all};
-use crate::session::StoreSettings;
 use crate::session::redis::RedisStore;
+use crate::session::{SessionStore, StoreError, StoreSettings};
 
 /// Redis Cluster's hash slots: all must be served.
 const SLOTS: u64 = 16384;
@@ -53,8 +53,10 @@ async fn redis(config: &Config) -> Vec<Check> {
         format!("{place} answers{}: Redis {version}", access(&config.store)),
     )];
     checks.push(topology_check(&store, timeout, &config.store.topology, first).await);
-    checks.push(outbox(&store, timeout).await);
-    checks.push(dead_letters(&store, timeout).await);
+    // The counts the admin API shows: messages waiting, and those given up on.
+    let report = store.outbox_report(0).await;
+    checks.push(outbox(&store, timeout, report.as_ref().map(|r| r.pending)).await);
+    checks.push(dead_letters(&store, report.as_ref().map(|r| r.dead)));
     checks.push(memory_policy(&infos));
     checks
 }
@@ -209,7 +211,11 @@ pub(super) fn cluster(info: &str) -> Check {
 }
 
 /// The outbox's stream and its consumer group, which the sidecar creates when it starts.
-async fn outbox(store: &RedisStore, timeout: std::time::Duration) -> Check {
+async fn outbox(
+    store: &RedisStore,
+    timeout: std::time::Duration,
+    waiting: Result<u64, &StoreError>,
+) -> Check {
     const NAME: &str = "store.outbox";
     let key = store.outbox_key();
     let mut groups = redis::cmd("XINFO");
@@ -237,9 +243,9 @@ async fn outbox(store: &RedisStore, timeout: std::time::Duration) -> Check {
             ),
         );
     };
-    let waiting = match query(store, timeout, redis::cmd("XLEN").arg(&key)).await {
-        Ok(Value::Int(n)) => n,
-        _ => 0,
+    let waiting = match waiting {
+        Ok(n) => n,
+        Err(e) => return Check::fail(NAME, format!("XLEN {key} failed ({e})")),
     };
     Check::ok(
         NAME,
@@ -252,18 +258,17 @@ async fn outbox(store: &RedisStore, timeout: std::time::Duration) -> Check {
 }
 
 /// Messages given up on: each is a user who did not get a mail or SMS.
-async fn dead_letters(store: &RedisStore, timeout: std::time::Duration) -> Check {
+fn dead_letters(store: &RedisStore, dead: Result<u64, &StoreError>) -> Check {
     const NAME: &str = "store.dead_letters";
     let key = store.dead_letter_key();
-    match query(store, timeout, redis::cmd("XLEN").arg(&key)).await {
-        Ok(Value::Int(0)) => Check::ok(NAME, format!("none ({key} is empty)")),
-        Ok(Value::Int(n)) => Check::warn(
+    match dead {
+        Ok(0) => Check::ok(NAME, format!("none ({key} is empty)")),
+        Ok(n) => Check::warn(
             NAME,
             format!(
-                "{n} message(s) given up on in {key}: the log says why (\"dead-lettered\"); fix the mail server or gateway, then ask those users to request a new code"
+                "{n} message(s) given up on in {key}: the log says why (\"dead-lettered\"), and GET /admin/v1/outbox lists them; fix the mail server or gateway, then send them again (POST /admin/v1/outbox/dead/{{id}}/retry)"
             ),
         ),
-        Ok(other) => Check::fail(NAME, format!("XLEN {key} answered {other:?}")),
         Err(e) => Check::fail(NAME, format!("XLEN {key} failed ({e})")),
     }
 }
