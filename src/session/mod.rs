@@ -40,6 +40,17 @@ pub struct StoreSettings {
     pub max_submit_attempts: u32,
 }
 
+impl StoreSettings {
+    /// What `[store]` and `[threepid]` say.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            key_prefix: config.store.key_prefix.clone(),
+            session_lifetime: config.threepid.session_lifetime,
+            max_submit_attempts: config.threepid.max_submit_attempts,
+        }
+    }
+}
+
 /// How long a via-upstream purpose note lives: the homeserver calls back while the
 /// client's request is still in flight, so minutes are plenty.
 pub const PURPOSE_NOTE_TTL: Duration = Duration::from_secs(600);

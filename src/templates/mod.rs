@@ -226,6 +226,22 @@ impl Templates {
         Ok(templates)
     }
 
+    /// The file name of every template, the names `email.templates_dir` may override.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        BUILTINS.iter().map(|(name, _)| *name)
+    }
+
+    /// Where each template that `email.templates_dir` overrides was read from.
+    pub fn overridden(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = Self::names()
+            .filter_map(|name| self.origin.get(name))
+            .filter(|from| !from.ends_with("(built-in)"))
+            .map(String::as_str)
+            .collect();
+        paths.sort_unstable();
+        paths
+    }
+
     /// The catalogues the templates take their sentences from.
     pub fn catalogues(&self) -> &Catalogues {
         &self.catalogues
