@@ -13,7 +13,8 @@
 //! - the outside world: [`redis_link`], [`session`] (the store), [`outbox`], [`delivery`]
 //!   (SMTP, SMS), [`tls`], [`proxy`] (the homeserver);
 //! - serving: [`state`] (what handlers share), [`routes`], [`server`] (listeners and
-//!   connections), [`startup`] ([`start`] and [`run`]), [`telemetry`].
+//!   connections), [`startup`] ([`start`] and [`run`]), [`telemetry`];
+//! - beside serving: [`toolkit`] (`doctor`, `send-test`, `templates render`).
 #![forbid(unsafe_code)]
 
 pub mod compat;
@@ -37,6 +38,7 @@ pub mod templates;
 pub mod threepid;
 pub mod tls;
 pub mod token;
+pub mod toolkit;
 pub mod validate;
 
 pub use startup::{Running, StartError, run, start};

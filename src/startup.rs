@@ -96,29 +96,14 @@ type Stores = (
 );
 
 fn build_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Stores, session::StoreError> {
-    let settings = StoreSettings {
-        key_prefix: config.store.key_prefix.clone(),
-        session_lifetime: config.threepid.session_lifetime,
-        max_submit_attempts: config.threepid.max_submit_attempts,
-    };
+    let settings = StoreSettings::from_config(config);
     let mut redis = None;
     let backend: Arc<dyn SessionStore> = match config.store.backend {
         StoreBackend::Memory => Arc::new(session::memory::MemoryStore::new(settings)),
         StoreBackend::Redis => {
-            use crate::config::StoreTopology;
-            use crate::redis_link::Topology;
             use crate::session::redis::RedisStore;
-            let topology = match &config.store.topology {
-                StoreTopology::Single => Topology::Single {
-                    url: config.store.url.clone(),
-                },
-                StoreTopology::Sentinel(sentinel) => Topology::Sentinel(sentinel.clone()),
-                StoreTopology::Cluster { nodes } => Topology::Cluster {
-                    nodes: nodes.clone(),
-                },
-            };
             let store = Arc::new(RedisStore::with_topology(
-                &topology,
+                &crate::redis_link::Topology::from_config(&config.store),
                 settings,
                 config.store.command_timeout,
             )?);

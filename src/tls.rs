@@ -27,6 +27,15 @@ pub enum TlsError {
     },
 }
 
+/// `TLS 1.3`: a protocol version as people write it.
+pub fn version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_owned(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// A server config from PEM files, offering `alpn` (e.g. h2 and http/1.1).
 pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(&files.cert)

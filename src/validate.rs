@@ -139,17 +139,34 @@ pub fn phone(country: &str, phone_number: &str) -> Result<Msisdn, MatrixError> {
         .parse::<phonenumber::country::Id>()
         .map_err(|_| MatrixError::invalid_param("Unknown country code."))?;
     let number = phonenumber::parse(Some(id), phone_number).map_err(|_| refuse())?;
+    msisdn_of(&number).ok_or_else(refuse)
+}
+
+/// A number written internationally (`+447400123456`, the `+` optional), as an operator
+/// types one for `send-test`.
+pub fn international(number: &str) -> Result<Msisdn, MatrixError> {
+    let refuse = || MatrixError::invalid_param("Invalid international phone number.");
+    let digits = number.trim().trim_start_matches('+');
+    if digits.is_empty() || digits.len() > 64 {
+        return Err(refuse());
+    }
+    let number = phonenumber::parse(None, format!("+{digits}")).map_err(|_| refuse())?;
+    msisdn_of(&number).ok_or_else(refuse)
+}
+
+/// The E.164 and international forms of a parsed number that can receive an SMS.
+fn msisdn_of(number: &phonenumber::PhoneNumber) -> Option<Msisdn> {
     // An extension cannot receive an SMS, and E.164 has no place for it: refuse rather than
     // silently verify the number without it.
-    if number.extension().is_some() || !phonenumber::is_valid(&number) {
-        return Err(refuse());
+    if number.extension().is_some() || !phonenumber::is_valid(number) {
+        return None;
     }
     let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
     let intl_fmt = number
         .format()
         .mode(phonenumber::Mode::International)
         .to_string();
-    Ok(Msisdn {
+    Some(Msisdn {
         msisdn: e164.trim_start_matches('+').to_owned(),
         intl_fmt,
     })
@@ -411,6 +428,17 @@ mod tests {
             "12015550123"
         );
         assert_eq!(phone("DE", "030 901820").unwrap().msisdn, "4930901820");
+    }
+
+    #[test]
+    fn an_international_number_needs_no_country_and_its_plus_is_optional() {
+        let gb = international("+44 7400 123456").unwrap();
+        assert_eq!(gb.msisdn, "447400123456");
+        assert_eq!(gb.intl_fmt, "+44 7400 123456");
+        assert_eq!(international("12015550123").unwrap().msisdn, "12015550123");
+        for bad in ["", "+", "07400 123456x", "+44 123", "not a number"] {
+            assert!(international(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

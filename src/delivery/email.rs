@@ -1,5 +1,5 @@
 //! The email [`Mailer`]: renders the purpose's templates into a `multipart/alternative`
-//! message and sends it over pooled SMTP ([`super::smtp`]; `smtp://` STARTTLS required,
+//! message ([`Composer`], which `templates render` uses too) and sends it over pooled SMTP ([`super::smtp`]; `smtp://` STARTTLS required,
 //! `smtps://` implicit TLS, `?tls=none` plain for a loopback relay) or into `.eml` files.
 //! Logs show only the masked address; never the link, token or SMTP password.
 
@@ -7,31 +7,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use lettre::address::Envelope;
-use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use url::Url;
 
-use super::smtp::{self, Security, SendError, SmtpClient};
-use super::{DeliveryError, MailContent, MailRequest, Mailer};
+use super::smtp::{self, Opening, Security, SendError, SmtpClient};
+use super::{DeliveryError, MailRequest, Mailer};
 use crate::config::{Email, EmailTransport};
-use crate::templates::{MailVars, NoticeVars, Templates};
+use crate::templates::Templates;
+
+mod compose;
+
+pub use compose::{Composer, Stamp};
 
 /// Sends verification mail with lettre. Built once at start; connects on first send.
 pub struct EmailSender {
     transport: Transport,
-    from: Mailbox,
-    app_name: String,
-    server_name: String,
-    templates: Arc<Templates>,
+    composer: Composer,
     send_timeout: Duration,
 }
 
 enum Transport {
     Smtp(SmtpClient),
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// Into `.eml` files in this folder.
+    File(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
     #[cfg(test)]
     Stub(lettre::transport::stub::AsyncStubTransport),
 }
@@ -46,7 +45,7 @@ impl EmailSender {
         templates: Arc<Templates>,
     ) -> Result<Self, DeliveryError> {
         let transport = match config.transport {
-            EmailTransport::Smtp => Transport::Smtp(smtp_transport(config)?),
+            EmailTransport::Smtp => Transport::Smtp(smtp_client(config)?),
             EmailTransport::File => {
                 std::fs::create_dir_all(&config.file_dir).map_err(|e| {
                     DeliveryError::Build(format!(
@@ -54,7 +53,10 @@ impl EmailSender {
                         config.file_dir.display()
                     ))
                 })?;
-                Transport::File(AsyncFileTransport::new(&config.file_dir))
+                Transport::File(
+                    AsyncFileTransport::new(&config.file_dir),
+                    config.file_dir.clone(),
+                )
             }
         };
         Self::with_transport(transport, config, server_name, templates)
@@ -77,88 +79,11 @@ impl EmailSender {
         server_name: &str,
         templates: Arc<Templates>,
     ) -> Result<Self, DeliveryError> {
-        let from = config
-            .from
-            .parse::<Mailbox>()
-            .map_err(|e| DeliveryError::Build(format!("email.from: {e}")))?;
         Ok(Self {
             transport,
-            from,
-            app_name: config.app_name.clone(),
-            server_name: server_name.to_owned(),
-            templates,
+            composer: Composer::new(config, server_name, templates)?,
             send_timeout: config.send_timeout,
         })
-    }
-
-    /// The whole message: From, To, one-line Subject, Date, Message-ID on the sender's
-    /// domain, `Auto-Submitted`, and text + HTML alternatives.
-    fn message(&self, mail: &MailRequest<'_>) -> Result<Message, DeliveryError> {
-        let to: Address = mail.to.parse().map_err(|_| {
-            DeliveryError::Build(format!("invalid recipient {}", mask_email(mail.to)))
-        })?;
-        let rendered = match &mail.content {
-            MailContent::Verification {
-                purpose,
-                link,
-                token,
-            } => self.templates.mail(
-                *purpose,
-                &MailVars {
-                    app_name: &self.app_name,
-                    server_name: &self.server_name,
-                    link,
-                    token,
-                },
-                mail.language,
-            ),
-            MailContent::Notice {
-                notice,
-                time,
-                client_ip,
-            } => self.templates.notice(
-                *notice,
-                &NoticeVars {
-                    app_name: &self.app_name,
-                    server_name: &self.server_name,
-                    time,
-                    client_ip,
-                },
-                mail.language,
-            ),
-        }
-        .map_err(|e| DeliveryError::Build(e.to_string()))?;
-        let message_id = format!(
-            "<{:032x}@{}>",
-            rand::random::<u128>(),
-            self.from.email.domain()
-        );
-        // The envelope given, so that lettre does not parse it back out of the headers.
-        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.clone()])
-            .map_err(|e| DeliveryError::Build(e.to_string()))?;
-        Message::builder()
-            .from(self.from.clone())
-            .to(Mailbox::new(None, to))
-            .envelope(envelope)
-            .subject(rendered.subject)
-            .date_now()
-            .message_id(Some(message_id))
-            .header(AutoSubmitted)
-            .header(ContentLanguage(rendered.language))
-            .multipart(
-                MultiPart::alternative()
-                    .singlepart(
-                        SinglePart::builder()
-                            .header(ContentType::TEXT_PLAIN)
-                            .body(rendered.text),
-                    )
-                    .singlepart(
-                        SinglePart::builder()
-                            .header(ContentType::TEXT_HTML)
-                            .body(rendered.html),
-                    ),
-            )
-            .map_err(|e| DeliveryError::Build(e.to_string()))
     }
 
     async fn deliver(&self, message: Message, to: &str) -> Result<(), DeliveryError> {
@@ -168,9 +93,7 @@ impl EmailSender {
                     .send(message.envelope(), &message.formatted())
                     .await
                     .map_err(|e| send_error(e, to)),
-                Transport::File(t) => t.send(message).await.map(drop).map_err(|e| {
-                    DeliveryError::Unreachable(format!("cannot write the .eml file: {e}"))
-                }),
+                Transport::File(t, _) => t.send(message).await.map(drop).map_err(file_error),
                 #[cfg(test)]
                 Transport::Stub(t) => t
                     .send(message)
@@ -182,13 +105,60 @@ impl EmailSender {
             .await
             .unwrap_or(Err(DeliveryError::Timeout))
     }
+
+    /// The SMTP server (`host:port`) and how the session is protected, when mail goes out
+    /// over SMTP.
+    pub fn smtp_server(&self) -> Option<(String, &'static str)> {
+        match &self.transport {
+            Transport::Smtp(client) => Some((client.server(), client.protection())),
+            _ => None,
+        }
+    }
+
+    /// Sends one mail now, for `send-test`: over an SMTP connection of its own (never
+    /// pooled), whose opening `trace` follows, or into a file. Returns what the transport
+    /// said: the SMTP server's final reply (the address in it masked), or the file written.
+    pub async fn send_traced(
+        &self,
+        mail: MailRequest<'_>,
+        trace: &mut Opening,
+    ) -> Result<String, DeliveryError> {
+        let message = self.composer.message(&mail, Stamp::Now)?;
+        let sent = async {
+            match &self.transport {
+                Transport::Smtp(client) => client
+                    .send_traced(trace, message.envelope(), &message.formatted())
+                    .await
+                    .map(|reply| reply.replace(mail.to, &mask_email(mail.to)))
+                    .map_err(|e| send_error(e, mail.to)),
+                Transport::File(t, dir) => t
+                    .send(message)
+                    .await
+                    .map(|id| format!("written to {}", dir.join(format!("{id}.eml")).display()))
+                    .map_err(file_error),
+                #[cfg(test)]
+                Transport::Stub(t) => t
+                    .send(message)
+                    .await
+                    .map(|()| "stub".to_owned())
+                    .map_err(|e| DeliveryError::Refused(e.to_string())),
+            }
+        };
+        tokio::time::timeout(self.send_timeout, sent)
+            .await
+            .unwrap_or(Err(DeliveryError::Timeout))
+    }
+}
+
+fn file_error(e: lettre::transport::file::Error) -> DeliveryError {
+    DeliveryError::Unreachable(format!("cannot write the .eml file: {e}"))
 }
 
 impl Mailer for EmailSender {
     fn send<'a>(&'a self, mail: MailRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let masked = mask_email(mail.to);
-            let result = match self.message(&mail) {
+            let result = match self.composer.message(&mail, Stamp::Now) {
                 Ok(message) => self.deliver(message, mail.to).await,
                 Err(e) => Err(e),
             };
@@ -205,44 +175,8 @@ impl Mailer for EmailSender {
     }
 }
 
-/// `Auto-Submitted: auto-generated` (RFC 3834): no vacation replies to the sender.
-#[derive(Clone)]
-struct AutoSubmitted;
-
-impl Header for AutoSubmitted {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
-
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Self)
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-generated".to_owned())
-    }
-}
-
-/// `Content-Language` (RFC 3282): the language the mail is written in.
-#[derive(Clone)]
-struct ContentLanguage(String);
-
-impl Header for ContentLanguage {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Content-Language")
-    }
-
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Self(s.to_owned()))
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
-}
-
-/// The pooled SMTP transport `email.smtp_url` describes.
-fn smtp_transport(config: &Email) -> Result<SmtpClient, DeliveryError> {
+/// The pooled SMTP client `email.smtp_url` describes (and `doctor` probes with).
+pub fn smtp_client(config: &Email) -> Result<SmtpClient, DeliveryError> {
     let bad = |reason: &str| DeliveryError::Build(format!("email.smtp_url: {reason}"));
     let url = Url::parse(&config.smtp_url).map_err(|e| bad(&e.to_string()))?;
     let host = url

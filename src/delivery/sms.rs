@@ -108,7 +108,14 @@ impl WebhookSms {
         })
     }
 
-    async fn post(&self, sms: &SmsRequest<'_>) -> Result<(), DeliveryError> {
+    /// Sends one SMS now, for `send-test`; returns the gateway's (successful) HTTP status.
+    pub async fn send_traced(&self, sms: SmsRequest<'_>) -> Result<StatusCode, DeliveryError> {
+        tokio::time::timeout(self.timeout, self.post(&sms))
+            .await
+            .unwrap_or(Err(DeliveryError::Timeout))
+    }
+
+    async fn post(&self, sms: &SmsRequest<'_>) -> Result<StatusCode, DeliveryError> {
         let text = self
             .templates
             .sms(&self.app_name, sms.token, sms.language)
@@ -136,7 +143,7 @@ impl WebhookSms {
         let _ = response.into_body().collect().await;
         let refused = format!("SMS gateway answered {status}");
         if status.is_success() {
-            Ok(())
+            Ok(status)
         } else if status.is_client_error()
             && !matches!(
                 status,
@@ -162,7 +169,7 @@ impl SmsSender for WebhookSms {
         Box::pin(async move {
             let to = mask_address(sms.msisdn);
             match tokio::time::timeout(self.timeout, self.post(&sms)).await {
-                Ok(Ok(())) => {
+                Ok(Ok(_)) => {
                     tracing::info!(%to, "SMS code handed to the gateway");
                     Ok(())
                 }

@@ -11,6 +11,10 @@
 //!   after a completed send; anything else drops (closes) it.
 //! - **Round trips.** lettre's connection waits for the reply to every command; with a
 //!   server that offers PIPELINING, [`conn`] sends a message in two round trips, not four.
+//!
+//! For the operator's tools, [`SmtpClient::probe`] opens a session as a send would and sends
+//! nothing, and [`SmtpClient::send_traced`] sends one message on a connection of its own; an
+//! [`Opening`] says how far each got and what the server said.
 
 mod conn;
 #[cfg(test)]
@@ -45,6 +49,52 @@ pub enum Security {
     StartTls(TlsConnector),
     /// TLS from the first byte (`smtps://`).
     Implicit(TlsConnector),
+}
+
+/// The steps of opening a session, in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// The TCP connection.
+    #[default]
+    Connect,
+    /// The TLS handshake of `smtps://`.
+    Tls,
+    /// The server's `220`.
+    Greeting,
+    Ehlo,
+    /// STARTTLS and its TLS handshake.
+    StartTls,
+    Auth,
+    /// The session is open.
+    Ready,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Tls => "TLS",
+            Step::Greeting => "greeting",
+            Step::Ehlo => "EHLO",
+            Step::StartTls => "STARTTLS",
+            Step::Auth => "AUTH",
+            Step::Ready => "ready",
+        }
+    }
+}
+
+/// How far opening a session got and what the server said on the way, for `doctor` and
+/// `send-test`: the step in hand when it failed, the greeting, the TLS version agreed, the
+/// AUTH mechanism used. Holds nothing secret.
+#[derive(Debug, Clone, Default)]
+pub struct Opening {
+    pub step: Step,
+    /// The greeting's first line (`220 mail.example.org ESMTP`).
+    pub greeting: Option<String>,
+    /// `TLS 1.3`, when the session is protected.
+    pub tls: Option<String>,
+    /// `PLAIN` or `LOGIN`, when the session authenticated.
+    pub auth: Option<String>,
 }
 
 /// Why a send failed.
@@ -89,6 +139,19 @@ impl fmt::Debug for SmtpClient {
     }
 }
 
+/// A refusal while opening the session (greeting, EHLO, STARTTLS, AUTH) is about the server
+/// or our credentials, never about the message: worth trying again later.
+fn not_for_good(e: SendError) -> SendError {
+    match e {
+        SendError::Refused { code, text, .. } => SendError::Refused {
+            code,
+            permanent: false,
+            text,
+        },
+        other => other,
+    }
+}
+
 /// A rustls connector for STARTTLS and implicit TLS, verifying against the Web PKI roots.
 pub fn tls_connector() -> Result<TlsConnector, rustls::Error> {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -120,12 +183,53 @@ impl SmtpClient {
         }
     }
 
+    /// `host:port`, for messages.
+    pub fn server(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// How the session is protected, in words: `STARTTLS`, `TLS` or `plain text`.
+    pub fn protection(&self) -> &'static str {
+        match self.security {
+            Security::None => "plain text",
+            Security::StartTls(_) => "STARTTLS",
+            Security::Implicit(_) => "TLS",
+        }
+    }
+
+    /// Opens a session as a send would (greeting, EHLO, STARTTLS or TLS with the
+    /// certificate checked, AUTH with the credentials), then says QUIT: nothing is sent.
+    /// `trace` says how far it got.
+    pub async fn probe(&self, trace: &mut Opening) -> Result<(), SendError> {
+        let conn = self.connect_traced(trace).await?;
+        conn.quit().await;
+        Ok(())
+    }
+
+    /// Sends one message on a connection of its own, never pooled, and returns the server's
+    /// reply to it (`250 2.0.0 Ok: queued as …`); `trace` says how opening the session went.
+    pub async fn send_traced(
+        &self,
+        trace: &mut Opening,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<String, SendError> {
+        let mut conn = self.connect_traced(trace).await.map_err(not_for_good)?;
+        let reply = conn.send(envelope, message).await.map_err(|f| f.error)?;
+        conn.quit().await;
+        Ok(reply)
+    }
+
     /// Sends one message. A pooled connection that turns out to have died while idle is
     /// replaced once, when nothing of the message can have been taken yet.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
         if let Some(mut conn) = self.take_idle() {
             match conn.send(envelope, message).await {
-                Ok(()) => {
+                Ok(_) => {
                     self.put_back(conn);
                     return Ok(());
                 }
@@ -133,16 +237,7 @@ impl SmtpClient {
                 Err(failed) => return Err(failed.error),
             }
         }
-        // A refusal while opening the session (greeting, EHLO, STARTTLS, AUTH) is about the
-        // server or our credentials, never about this message: worth trying again later.
-        let mut conn = self.connect().await.map_err(|e| match e {
-            SendError::Refused { code, text, .. } => SendError::Refused {
-                code,
-                permanent: false,
-                text,
-            },
-            other => other,
-        })?;
+        let mut conn = self.connect().await.map_err(not_for_good)?;
         conn.send(envelope, message).await.map_err(|f| f.error)?;
         self.put_back(conn);
         Ok(())
@@ -172,6 +267,11 @@ impl SmtpClient {
     }
 
     async fn connect(&self) -> Result<Connection, SendError> {
+        self.connect_traced(&mut Opening::default()).await
+    }
+
+    async fn connect_traced(&self, trace: &mut Opening) -> Result<Connection, SendError> {
+        trace.step = Step::Connect;
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect((self.host.as_str(), self.port)),
@@ -185,6 +285,7 @@ impl SmtpClient {
             &self.security,
             &self.hello,
             self.credentials.as_ref(),
+            trace,
         )
         .await
     }

@@ -293,6 +293,25 @@ pub fn coverage_report(dir: Option<&Path>, default_language: &str) -> Vec<String
     lines
 }
 
+/// The places `text` takes in an SMS written in GSM-7 (its basic set one each, its extension
+/// table two each), or `None` when it holds another character: then the SMS is UCS-2, 70
+/// characters where GSM-7 has 160 places.
+pub fn gsm7_places(text: &str) -> Option<usize> {
+    const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+    const EXTENDED: &str = "^{}\\[~]|€";
+    text.chars()
+        .map(|c| {
+            if BASIC.contains(c) {
+                Some(1)
+            } else if EXTENDED.contains(c) {
+                Some(2)
+            } else {
+                None
+            }
+        })
+        .sum()
+}
+
 /// `<dir>/<tag>/*.ftl`, by tag, files in name order.
 fn operator_catalogues(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, I18nError> {
     let read = |path: &Path| {

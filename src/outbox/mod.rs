@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use crate::session::DeadLetter;
 use crate::session::StoreError;
 use crate::threepid::{Medium, Notice, Purpose};
 use crate::token::TokenHash;
@@ -116,21 +117,6 @@ impl Delivery {
             Delivery::Malformed { id, .. } | Delivery::Gone { id } => id,
         }
     }
-}
-
-/// A message given up on, as the dead-letter stream keeps it: no token, no client secret,
-/// the address masked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The outbox entry's ID.
-    pub id: String,
-    pub sid: String,
-    pub medium: String,
-    pub masked_address: String,
-    pub purpose: String,
-    pub error: String,
-    pub attempts: u64,
-    pub enqueued_ms: u64,
 }
 
 /// The queue operations the senders need: read new entries, claim due ones, check that an

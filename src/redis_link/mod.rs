@@ -11,7 +11,7 @@ mod connection;
 mod handle;
 mod sentinel;
 
-use crate::config::SentinelSettings;
+use crate::config::{self, SentinelSettings, StoreTopology};
 pub use connection::Connection;
 pub use handle::{Conn, Handle, bound_all, store_error};
 
@@ -27,6 +27,21 @@ pub enum Topology {
     /// Redis Cluster: the nodes to discover it from, `redis://` or `rediss://` URLs (the
     /// first one's credentials are used for every node).
     Cluster { nodes: Vec<String> },
+}
+
+impl Topology {
+    /// The topology `[store]` describes (`store.url`, `[store.sentinel]` or `[store.cluster]`).
+    pub fn from_config(store: &config::Store) -> Self {
+        match &store.topology {
+            StoreTopology::Single => Topology::Single {
+                url: store.url.clone(),
+            },
+            StoreTopology::Sentinel(sentinel) => Topology::Sentinel(sentinel.clone()),
+            StoreTopology::Cluster { nodes } => Topology::Cluster {
+                nodes: nodes.clone(),
+            },
+        }
+    }
 }
 
 /// Why a Redis round trip failed.

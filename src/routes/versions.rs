@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use crate::AppState;
 use crate::state::VersionsRewrite;
 use crate::matrix::{self, Body, Read, full};
-use crate::proxy::{self, ConnInfo};
+use crate::metrics::Metrics;
+use crate::proxy::{self, ConnInfo, Upstream};
 
 /// The flag MSC2263 defines.
 pub const FLAG: &str = "m.require_identity_server";
@@ -179,7 +180,8 @@ pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Rece
     let refresh = state.config.upstream.versions_refresh;
     let mut logged = false;
     loop {
-        let wait = match fetch_upstream_json(&state, "/_matrix/client/versions").await {
+        let versions = fetch_upstream_json(&state.upstream, &state.metrics, VERSIONS_PATH).await;
+        let wait = match versions {
             Ok(versions) => {
                 state.observe_upstream_versions(&versions);
                 if !logged {
@@ -204,17 +206,23 @@ pub async fn watch_upstream_versions(state: Arc<AppState>, mut stop: watch::Rece
     }
 }
 
-/// A JSON object the upstream serves at `path` (GET, no account needed).
-async fn fetch_upstream_json(
-    state: &AppState,
+/// Where the homeserver lists its spec versions.
+pub const VERSIONS_PATH: &str = "/_matrix/client/versions";
+/// Where a homeserver (Synapse with a `public_baseurl`) names the base URL clients should use.
+pub const WELL_KNOWN_PATH: &str = "/.well-known/matrix/client";
+
+/// A JSON object the upstream serves at `path` (GET, no account needed). `doctor` asks
+/// the same way the running sidecar does.
+pub async fn fetch_upstream_json(
+    upstream: &Upstream,
+    metrics: &Metrics,
     path: &'static str,
 ) -> Result<Map<String, Value>, String> {
     let path = hyper::http::uri::PathAndQuery::from_static(path);
     let mut request = Request::new(crate::matrix::empty());
-    *request.uri_mut() = state.upstream.uri_for(Some(&path));
-    let response = state
-        .upstream
-        .send(request, Duration::ZERO, &state.metrics)
+    *request.uri_mut() = upstream.uri_for(Some(&path));
+    let response = upstream
+        .send(request, Duration::ZERO, metrics)
         .await
         .map_err(|e| e.to_string())?;
     if response.status() != StatusCode::OK {
@@ -245,23 +253,28 @@ pub fn same_base_url(a: &str, b: &url::Url) -> bool {
     })
 }
 
+/// The base URL the homeserver advertises, when it is not `ours`.
+pub fn other_base_url<'a>(well_known: &'a Map<String, Value>, ours: &url::Url) -> Option<&'a str> {
+    advertised_base_url(well_known).filter(|theirs| !same_base_url(theirs, ours))
+}
+
+/// What another advertised base URL means, and what to do.
+pub const OTHER_BASE_URL: &str = "the homeserver advertises another base URL than \
+    server.public_baseurl: clients that follow it (Element does after sign-in) bypass the \
+    sidecar; set the homeserver's public_baseurl to the sidecar's";
+
 /// Warns when the homeserver advertises another base URL than `server.public_baseurl`:
 /// Element switches to the `well_known` of a `/login` answer after sign-in, and would
 /// then bypass the sidecar.
 async fn check_public_baseurl(state: &AppState) {
-    let Ok(well_known) = fetch_upstream_json(state, "/.well-known/matrix/client").await else {
+    let Ok(well_known) =
+        fetch_upstream_json(&state.upstream, &state.metrics, WELL_KNOWN_PATH).await
+    else {
         return; // not served (no public_baseurl on the homeserver): nothing to compare
     };
     let ours = &state.config.server.public_baseurl;
-    match advertised_base_url(&well_known) {
-        Some(theirs) if !same_base_url(theirs, ours) => tracing::warn!(
-            homeserver = theirs,
-            sidecar = %ours,
-            "the homeserver advertises another base URL than server.public_baseurl: clients \
-             that follow it (Element does after sign-in) bypass the sidecar; set the \
-             homeserver's public_baseurl to the sidecar's"
-        ),
-        _ => {}
+    if let Some(theirs) = other_base_url(&well_known, ours) {
+        tracing::warn!(homeserver = theirs, sidecar = %ours, "{OTHER_BASE_URL}");
     }
 }
 

@@ -17,11 +17,11 @@ pub struct SessionDetails {
     pub live_tokens: u32,
 }
 
-/// One message the outbox gave up on, as kept in its dead-letter list (never a token, a
-/// client secret or a whole address).
+/// A message given up on, as the outbox's dead-letter list keeps it: no token, no client
+/// secret, the address masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetterView {
-    /// The dead letter's own ID: what retry and delete take.
+pub struct DeadLetter {
+    /// The outbox entry's ID.
     pub id: String,
     /// The session it was for (empty for a security notice or a malformed entry).
     pub sid: String,
@@ -34,8 +34,16 @@ pub struct DeadLetterView {
     pub attempts: u64,
     /// When the request queued it (unix ms).
     pub enqueued_ms: u64,
+}
+
+/// A dead letter as kept and listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterView {
+    /// Its own ID in the dead-letter list: what retry and delete take.
+    pub id: String,
     /// When it was given up on (unix ms).
     pub dead_ms: u64,
+    pub letter: DeadLetter,
 }
 
 /// The outbox, as the admin API shows it.

@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
-pub use admin::{DeadLetterView, OutboxReport, RetryOutcome, SessionDetails};
+pub use admin::{DeadLetter, DeadLetterView, OutboxReport, RetryOutcome, SessionDetails};
 
 use crate::config::RateLimit;
 use crate::ratelimit::{AddressKey, LimitKey, RateDecision};
@@ -38,6 +38,17 @@ pub struct StoreSettings {
     pub session_lifetime: Duration,
     /// Wrong tokens a session survives.
     pub max_submit_attempts: u32,
+}
+
+impl StoreSettings {
+    /// What `[store]` and `[threepid]` say.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            key_prefix: config.store.key_prefix.clone(),
+            session_lifetime: config.threepid.session_lifetime,
+            max_submit_attempts: config.threepid.max_submit_attempts,
+        }
+    }
 }
 
 /// How long a via-upstream purpose note lives: the homeserver calls back while the

@@ -226,6 +226,22 @@ impl Templates {
         Ok(templates)
     }
 
+    /// The file name of every template, the names `email.templates_dir` may override.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        BUILTINS.iter().map(|(name, _)| *name)
+    }
+
+    /// Where each template that `email.templates_dir` overrides was read from.
+    pub fn overridden(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = Self::names()
+            .filter_map(|name| self.origin.get(name))
+            .filter(|from| !from.ends_with("(built-in)"))
+            .map(String::as_str)
+            .collect();
+        paths.sort_unstable();
+        paths
+    }
+
     /// The catalogues the templates take their sentences from.
     pub fn catalogues(&self) -> &Catalogues {
         &self.catalogues
@@ -258,12 +274,21 @@ impl Templates {
             lang => &lang,
             dir,
         };
-        let [subject, text, html] = mail_templates(purpose);
+        self.render_mail(mail_templates(purpose), &ctx, lang)
+    }
+
+    /// A mail's three templates (subject, text, HTML) rendered with `ctx`.
+    fn render_mail(
+        &self,
+        [subject, text, html]: [&str; 3],
+        ctx: &minijinja::Value,
+        language: String,
+    ) -> Result<RenderedMail, TemplateError> {
         Ok(RenderedMail {
-            subject: one_line(&self.render(subject, &ctx)?),
-            text: self.render(text, &ctx)?,
-            html: self.render(html, &ctx)?,
-            language: lang,
+            subject: one_line(&self.render(subject, ctx)?),
+            text: self.render(text, ctx)?,
+            html: self.render(html, ctx)?,
+            language,
         })
     }
 
@@ -283,7 +308,7 @@ impl Templates {
             lang => &lang,
             dir,
         };
-        let [subject, text, html] = match notice {
+        let names = match notice {
             Notice::PasswordChanged => [
                 "notice_password.subject.txt",
                 "notice_password.txt",
@@ -295,12 +320,7 @@ impl Templates {
                 "notice_removed.html",
             ],
         };
-        Ok(RenderedMail {
-            subject: one_line(&self.render(subject, &ctx)?),
-            text: self.render(text, &ctx)?,
-            html: self.render(html, &ctx)?,
-            language: lang,
-        })
+        self.render_mail(names, &ctx, lang)
     }
 
     /// A link page in `language`, HTML-escaped throughout.

@@ -177,3 +177,28 @@ async fn answer(response: hyper::Response<hyper::body::Incoming>) -> Answer {
         body,
     }
 }
+
+/// A request body fed part by part through a channel, as a slow client sends it; its length
+/// is announced up front.
+pub struct ChannelBody {
+    pub parts: tokio::sync::mpsc::Receiver<Bytes>,
+    pub len: u64,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.parts
+            .poll_recv(cx)
+            .map(|part| part.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
+    }
+}

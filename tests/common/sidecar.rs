@@ -75,6 +75,24 @@ impl TestConfig {
         self.set(path, value)
     }
 
+    /// Sessions in `redis`.
+    pub fn redis(&mut self, redis: &crate::common::redis::RedisServer) -> &mut Self {
+        self.set("store.backend", "redis")
+            .set("store.url", redis.url())
+    }
+
+    /// Mail through `smtp`.
+    pub fn smtp(&mut self, smtp: &crate::common::smtp::SmtpServer) -> &mut Self {
+        self.set("email.transport", "smtp")
+            .set("email.smtp_url", smtp.url())
+    }
+
+    /// SMS through the stand-in `gateway`.
+    pub fn sms_gateway(&mut self, gateway: &crate::common::webhook::SmsGateway) -> &mut Self {
+        self.set("sms.transport", "webhook")
+            .set("sms.webhook_url", gateway.url())
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(&self.table).expect("a table serialises")
     }

@@ -3,6 +3,7 @@
 //! with `mail-parser`. Plain SMTP only (`?tls=none`); the process dies with the value.
 //! A recipient whose local part starts with `nobody-` is refused for good (`550 5.1.1`), as a
 //! real server refuses an unknown mailbox (`smtp/refusing_mailbox.py`).
+//! [`SmtpServer::start_with_auth`] requires AUTH of one user (`smtp/auth_server.py`).
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -73,12 +74,24 @@ pub struct SmtpServer {
     /// While stopped: the port, bound but not listening, so that connections are refused
     /// and no other test's server can take it before the restart.
     hold: Option<tokio::net::TcpSocket>,
+    /// The one user and password AUTH accepts, when AUTH is required.
+    auth: Option<(String, String)>,
 }
 
 impl SmtpServer {
     /// Starts a server on a free loopback port and waits until it accepts connections.
     /// Panics (never skips) when python3-aiosmtpd is not installed.
     pub fn start() -> SmtpServer {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that requires AUTH (PLAIN or LOGIN, over plain text) of `user` with
+    /// `password`, and refuses any other with `535 5.7.8`.
+    pub fn start_with_auth(user: &str, password: &str) -> SmtpServer {
+        Self::start_with(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_with(auth: Option<(String, String)>) -> SmtpServer {
         let found = Command::new(PYTHON)
             .args(["-c", "import aiosmtpd"])
             .stdout(Stdio::null())
@@ -94,6 +107,7 @@ impl SmtpServer {
                 dir: tempfile::tempdir().expect("a temporary folder can be made"),
                 child: None,
                 hold: None,
+                auth: auth.clone(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -177,11 +191,24 @@ impl SmtpServer {
     fn spawn(&mut self) -> Result<(), String> {
         self.hold = None;
         let log = std::fs::File::create(self.log_path()).map_err(|e| e.to_string())?;
-        let child = Command::new(PYTHON)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .args(["-c", "refusing_mailbox.RefusingMailbox"])
-            .arg(self.maildir())
+        let mut command = Command::new(PYTHON);
+        match &self.auth {
+            None => command
+                .args(["-m", "aiosmtpd", "-n", "-l"])
+                .arg(format!("127.0.0.1:{}", self.port))
+                .args(["-c", "refusing_mailbox.RefusingMailbox"])
+                .arg(self.maildir()),
+            Some((user, password)) => command
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/common/smtp/auth_server.py"
+                ))
+                .arg(format!("127.0.0.1:{}", self.port))
+                .arg(self.maildir())
+                .env("SMTP_USER", user)
+                .env("SMTP_PASSWORD", password),
+        };
+        let child = command
             .env(
                 "PYTHONPATH",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/smtp"),

@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! let gateway = SmsGateway::start().await;
-//! config.set("sms.transport", "webhook").set("sms.webhook_url", gateway.url());
+//! config.sms_gateway(&gateway);
 //! // … requestToken …
 //! let sms = &gateway.received()[0];
 //! assert_eq!(sms.header("authorization"), Some("Bearer tok"));

@@ -130,7 +130,7 @@ async fn a_person_confirms_the_link_in_a_browser() {
             "--desktop",
             &desktop,
             "--text",
-            "incorrect",
+            "wrong or has expired",
             &dir_s,
             "failure",
         ]);

@@ -31,13 +31,7 @@ impl Env {
         let smtp = SmtpServer::start();
         let gateway = SmsGateway::start().await;
         let mut config = TestConfig::new("http://127.0.0.1:9");
-        config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
-            .set("sms.transport", "webhook")
-            .set("sms.webhook_url", gateway.url());
+        config.redis(&redis).smtp(&smtp).sms_gateway(&gateway);
         configure(&mut config);
         let sidecar = Sidecar::start(config).await;
         Self {
@@ -367,10 +361,8 @@ async fn the_daily_sms_budget_is_shared_by_every_sidecar_on_one_redis() {
     let sidecar = || {
         let mut config = TestConfig::new("http://127.0.0.1:9");
         config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("sms.transport", "webhook")
-            .set("sms.webhook_url", gateway.url())
+            .redis(&redis)
+            .sms_gateway(&gateway)
             .set("sms.daily_budget", 3);
         Sidecar::start(config)
     };
@@ -410,10 +402,7 @@ async fn the_daily_sms_budget_is_shared_by_every_sidecar_on_one_redis() {
     assert_eq!(refusals(&two, "budget").await, 1.0);
     // Email is not counted.
     let mut config = TestConfig::new("http://127.0.0.1:9");
-    config
-        .set("store.backend", "redis")
-        .set("store.url", redis.url())
-        .set("sms.daily_budget", 3);
+    config.redis(&redis).set("sms.daily_budget", 3);
     let three = Sidecar::start(config).await;
     assert_eq!(
         request_email(&three, "mail@example.org").await.status,

@@ -39,14 +39,12 @@ impl Env {
         let redis = matches!(backend, Backend::Redis).then(RedisServer::start);
         let mut config = TestConfig::new("http://127.0.0.1:9");
         config
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .smtp(&smtp)
             .set("email.send_timeout", "2s")
             .set("sms.timeout", "2s");
         if let Some(redis) = &redis {
             config
-                .set("store.backend", "redis")
-                .set("store.url", redis.url())
+                .redis(redis)
                 .set("outbox.retry_base", "100ms")
                 .set("outbox.claim_timeout", "3s");
         }

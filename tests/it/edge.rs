@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::common::http::ChannelBody;
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::upstream::{Upstream, wait_until};
 
@@ -171,30 +172,6 @@ async fn an_http2_client_that_stops_answering_pings_is_disconnected_mid_request(
         );
     })
     .await;
-}
-
-/// A request body fed by the test, part by part, as a slow client sends it.
-struct ChannelBody {
-    parts: tokio::sync::mpsc::Receiver<Bytes>,
-    len: u64,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.parts
-            .poll_recv(cx)
-            .map(|part| part.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.len)
-    }
 }
 
 /// Uploads 10 × 1 KiB to the sidecar, a part every `every` (the sender stops after

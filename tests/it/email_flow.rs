@@ -28,11 +28,9 @@ impl Env {
         let smtp = SmtpServer::start();
         let mut config = TestConfig::new("http://127.0.0.1:9");
         config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
+            .redis(&redis)
             .set("store.command_timeout", "500ms")
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .smtp(&smtp)
             .set("email.send_timeout", "3s")
             .set("email.app_name", "Example Chat")
             .set("server.server_name", "example.org");

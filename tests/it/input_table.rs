@@ -378,12 +378,9 @@ async fn every_bad_input_gets_its_error_and_leaves_nothing_behind() {
     let gateway = SmsGateway::start().await;
     let configure = |config: &mut TestConfig| {
         config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
-            .set("sms.transport", "webhook")
-            .set("sms.webhook_url", gateway.url())
+            .redis(&redis)
+            .smtp(&smtp)
+            .sms_gateway(&gateway)
             .set("sms.webhook_token", "table-token")
             .set("server.max_body_bytes", MAX_BODY_BYTES)
             .set_toml("threepid.next_link_allowed_hosts", r#"["app.example.org"]"#)

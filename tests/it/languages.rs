@@ -28,10 +28,8 @@ impl Env {
         let smtp = SmtpServer::start();
         let mut config = TestConfig::new("http://127.0.0.1:9");
         config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .redis(&redis)
+            .smtp(&smtp)
             .set("email.app_name", "Example Chat")
             .set("server.server_name", "example.org");
         configure(&mut config);
@@ -165,10 +163,8 @@ async fn an_sms_is_written_in_the_requests_language() {
     let gateway = SmsGateway::start().await;
     let mut config = TestConfig::new("http://127.0.0.1:9");
     config
-        .set("store.backend", "redis")
-        .set("store.url", redis.url())
-        .set("sms.transport", "webhook")
-        .set("sms.webhook_url", gateway.url())
+        .redis(&redis)
+        .sms_gateway(&gateway)
         .set("email.app_name", "Example Chat");
     let sidecar = Sidecar::start(config).await;
     let answer = http::send(

@@ -19,5 +19,6 @@ mod proxy;
 mod rate_limits;
 mod shutdown;
 mod store;
+mod toolkit;
 mod versions;
 mod web_clients;

@@ -30,10 +30,8 @@ impl Env {
         let gateway = SmsGateway::start().await;
         let mut config = TestConfig::new("http://127.0.0.1:9");
         config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url())
-            .set("sms.transport", "webhook")
-            .set("sms.webhook_url", gateway.url())
+            .redis(&redis)
+            .sms_gateway(&gateway)
             .set("sms.webhook_token", GATEWAY_TOKEN)
             .set("sms.timeout", "3s")
             .set("email.app_name", "Example Chat");

@@ -31,14 +31,11 @@ impl Env {
         let redis = redis.then(RedisServer::start);
         let mut config = TestConfig::new(&upstream.url());
         config
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .smtp(&smtp)
             .set("server.server_name", "example.org")
             .set("email.app_name", "Example Chat");
         if let Some(redis) = &redis {
-            config
-                .set("store.backend", "redis")
-                .set("store.url", redis.url());
+            config.redis(redis);
         }
         configure(&mut config);
         let sidecar = Sidecar::start(config).await;

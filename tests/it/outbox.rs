@@ -38,11 +38,9 @@ const PROMPT: Duration = Duration::from_secs(3);
 fn config(redis: &RedisServer, smtp: &SmtpServer) -> TestConfig {
     let mut config = TestConfig::new("http://127.0.0.1:9");
     config
-        .set("store.backend", "redis")
-        .set("store.url", redis.url())
+        .redis(redis)
         .set("store.command_timeout", "500ms")
-        .set("email.transport", "smtp")
-        .set("email.smtp_url", smtp.url())
+        .smtp(smtp)
         .set("email.send_timeout", "1s")
         .set("sms.timeout", "1s")
         .set("outbox.retry_base", "200ms")
@@ -473,8 +471,7 @@ async fn a_gateway_that_keeps_refusing_ends_in_the_dead_letter_stream_without_th
     gateway.set_status(StatusCode::INTERNAL_SERVER_ERROR);
     let mut config = config(&redis, &smtp);
     config
-        .set("sms.transport", "webhook")
-        .set("sms.webhook_url", gateway.url())
+        .sms_gateway(&gateway)
         .set("sms.timeout", "500ms")
         .set("email.send_timeout", "500ms")
         .set("sms.max_retry_age", "2s")
@@ -642,8 +639,7 @@ async fn on_redis_cluster_queued_mail_survives_an_outage_and_arrives_once() {
             &format!("{{ nodes = {:?} }}", cluster.nodes()),
         )
         .set("store.command_timeout", "1s")
-        .set("email.transport", "smtp")
-        .set("email.smtp_url", smtp.url())
+        .smtp(&smtp)
         .set("email.send_timeout", "1s")
         .set("sms.timeout", "1s")
         .set("outbox.retry_base", "200ms")
@@ -694,8 +690,7 @@ async fn a_permanent_refusal_is_dead_lettered_at_once() {
     gateway.set_status(StatusCode::BAD_REQUEST);
     let mut config = config(&redis, &smtp);
     config
-        .set("sms.transport", "webhook")
-        .set("sms.webhook_url", gateway.url())
+        .sms_gateway(&gateway)
         // Hours: nothing here may be the retry age running out.
         .set("email.max_retry_age", "5h")
         .set("sms.max_retry_age", "5h")

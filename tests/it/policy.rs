@@ -30,8 +30,7 @@ impl Env {
         let smtp = SmtpServer::start();
         let mut config = TestConfig::new(&upstream.url());
         config
-            .set("email.transport", "smtp")
-            .set("email.smtp_url", smtp.url())
+            .smtp(&smtp)
             .set("email.send_timeout", "3s")
             .set("server.server_name", "example.org")
             .set("identity.server_name", IDENTITY_NAME);

@@ -13,7 +13,7 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::http::{self, Answer};
+use crate::common::http::{self, Answer, ChannelBody};
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::upstream::{Echo, PatternBody, Upstream, hash_body, pattern_sha256, wait_until};
 
@@ -482,14 +482,13 @@ async fn an_http2_client_is_forwarded_as_http1_with_a_host_header() {
     .await;
 }
 
-#[tokio::test]
-async fn an_http2_preface_that_arrives_in_pieces_is_still_served_as_http2() {
+/// Speaks h2c (prior knowledge) to the sidecar, its first `first` bytes alone and the rest
+/// 100 ms later, and checks that a GET is answered over HTTP/2.
+async fn h2_served_when_the_preface_is_split_after(first: usize) {
     bounded(Duration::from_secs(10), async {
         let (_upstream, sidecar) = setup().await;
         let stream = TcpStream::connect(sidecar.client).await.expect("connect");
-        // The first 5 bytes of the preface ("PRI *") are also how no HTTP/1 request starts,
-        // but not enough to tell; the rest arrives 100 ms later.
-        let stream = Trickle::new(stream, 5, Duration::from_millis(100));
+        let stream = Trickle::new(stream, first, Duration::from_millis(100));
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
@@ -506,25 +505,16 @@ async fn an_http2_preface_that_arrives_in_pieces_is_still_served_as_http2() {
 }
 
 #[tokio::test]
+async fn an_http2_preface_that_arrives_in_pieces_is_still_served_as_http2() {
+    // The first 5 bytes of the preface ("PRI *") are also how no HTTP/1 request starts, but
+    // not enough to tell.
+    h2_served_when_the_preface_is_split_after(5).await;
+}
+
+#[tokio::test]
 async fn an_http2_preface_whose_first_byte_arrives_alone_is_still_served_as_http2() {
-    bounded(Duration::from_secs(10), async {
-        let (_upstream, sidecar) = setup().await;
-        let stream = TcpStream::connect(sidecar.client).await.expect("connect");
-        // "P" alone is a prefix of the preface and of POST, PUT and PATCH.
-        let stream = Trickle::new(stream, 1, Duration::from_millis(100));
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .expect("an h2c prior-knowledge handshake");
-        tokio::spawn(connection);
-        let request = Request::get(sidecar.url("/_matrix/client/r0/pushrules/"))
-            .body(Full::new(Bytes::new()))
-            .expect("a request");
-        let response = sender.send_request(request).await.expect("an answer");
-        assert_eq!(response.version(), Version::HTTP_2);
-        assert_eq!(response.status(), StatusCode::OK);
-    })
-    .await;
+    // "P" alone is a prefix of the preface and of POST, PUT and PATCH.
+    h2_served_when_the_preface_is_split_after(1).await;
 }
 
 #[tokio::test]
@@ -810,30 +800,6 @@ async fn metrics_count_requests_by_route_and_status_and_upstream_errors_by_kind(
     .await;
 }
 
-/// A request body fed by the test, chunk by chunk, as a slow client sends it.
-struct ChannelBody {
-    chunks: tokio::sync::mpsc::Receiver<Bytes>,
-    len: u64,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.chunks
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.len)
-    }
-}
-
 #[tokio::test]
 async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
     bounded(Duration::from_secs(10), async {
@@ -855,7 +821,7 @@ async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
         let client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
         let request = Request::post(sidecar.url("/_matrix/media/r0/upload?filename=clip.mp4"))
             .body(ChannelBody {
-                chunks: rx,
+                parts: rx,
                 len: 10 * 1024,
             })
             .expect("a request");

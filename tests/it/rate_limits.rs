@@ -86,13 +86,9 @@ fn config(
     extra: impl FnOnce(&mut TestConfig),
 ) -> TestConfig {
     let mut config = TestConfig::new("http://127.0.0.1:9");
-    config
-        .set("sms.transport", "webhook")
-        .set("sms.webhook_url", gateway.url());
+    config.sms_gateway(gateway);
     if let Some(redis) = redis {
-        config
-            .set("store.backend", "redis")
-            .set("store.url", redis.url());
+        config.redis(redis);
     }
     extra(&mut config);
     config

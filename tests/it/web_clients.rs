@@ -248,8 +248,7 @@ async fn every_answer_the_sidecar_writes_itself_carries_the_cors_headers() {
     // 503: the store is unreachable.
     let mut redis = redis;
     let stored = self::sidecar(&upstream, |c| {
-        c.set("store.backend", "redis")
-            .set("store.url", redis.url());
+        c.redis(&redis);
     })
     .await;
     redis.stop();
@@ -323,8 +322,7 @@ async fn preflights_on_our_paths_are_answered_here_without_store_limit_or_homese
     // The store is down: a preflight does not need it.
     let mut redis = RedisServer::start();
     let stored = sidecar(&upstream, |c| {
-        c.set("store.backend", "redis")
-            .set("store.url", redis.url());
+        c.redis(&redis);
     })
     .await;
     redis.stop();

@@ -4,6 +4,7 @@ use lettre::transport::stub::AsyncStubTransport;
 
 use super::*;
 use crate::config::Config;
+use crate::delivery::MailContent;
 use crate::threepid::Purpose;
 
 /// Held by every test that sends. tracing caches each callsite's interest globally: a
@@ -165,7 +166,7 @@ async fn smtp_urls_choose_tls_and_refuse_unknown_modes() {
     let smtp = |url: &str| {
         let mut c = email_config("");
         c.smtp_url = url.to_owned();
-        smtp_transport(&c)
+        smtp_client(&c)
     };
     assert!(smtp("smtp://mail.example.org").is_ok());
     assert!(smtp("smtps://mail.example.org:2465").is_ok());
@@ -194,4 +195,29 @@ fn the_file_transport_creates_its_folder() {
     let c = email_config(&format!("file_dir = {:?}\n", folder.display().to_string()));
     EmailSender::new(&c, "example.org", templates()).unwrap();
     assert!(folder.is_dir());
+}
+
+#[test]
+fn a_fixed_stamp_composes_the_same_bytes_twice_and_now_does_not() {
+    let composer = Composer::new(&email_config(""), "example.org", templates()).unwrap();
+    let mail = request(Purpose::Registration);
+    let first = composer.eml(&mail, Stamp::Fixed).unwrap();
+    assert_eq!(first, composer.eml(&mail, Stamp::Fixed).unwrap());
+    let text = String::from_utf8(first).unwrap();
+    assert!(
+        text.contains("Date: Thu, 01 Jan 2026 00:00:00 +0000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Message-ID: <preview@chat.example.org>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("boundary=\"threepid-sidecar-preview\""),
+        "{text}"
+    );
+    assert_ne!(
+        composer.eml(&mail, Stamp::Now).unwrap(),
+        composer.eml(&mail, Stamp::Now).unwrap()
+    );
 }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{Security, SendError};
+use super::{Opening, Security, SendError, Step};
 
 /// A reply line longer than this is refused (Postfix's `line_length_limit` is 2048).
 const MAX_REPLY_LINE: usize = 2048;
@@ -52,22 +52,33 @@ pub(super) struct Connection {
 
 impl Connection {
     /// Greeting, EHLO, STARTTLS when `security` asks for it (refused if the server does not
-    /// offer it), EHLO again, AUTH when there are credentials.
+    /// offer it), EHLO again, AUTH when there are credentials. `trace` follows along: the
+    /// step in hand when this fails, and what the server said before.
     pub(super) async fn open(
         tcp: TcpStream,
         host: &str,
         security: &Security,
         hello: &ClientId,
         credentials: Option<&Credentials>,
+        trace: &mut Opening,
     ) -> Result<Self, SendError> {
         let stream: Box<dyn Stream> = match security {
-            Security::Implicit(connector) => Box::new(tls(connector, host, tcp).await?),
+            Security::Implicit(connector) => {
+                trace.step = Step::Tls;
+                let stream = tls(connector, host, tcp).await?;
+                trace.tls = tls_version(&stream);
+                Box::new(stream)
+            }
             Security::None | Security::StartTls(_) => Box::new(tcp),
         };
         let mut conn = Self::over(stream);
-        conn.reply().await?.positive()?;
+        trace.step = Step::Greeting;
+        let greeting = conn.reply().await?.positive()?;
+        trace.greeting = Some(greeting.first_line());
+        trace.step = Step::Ehlo;
         conn.ehlo(hello).await?;
         if let Security::StartTls(connector) = security {
+            trace.step = Step::StartTls;
             if !conn.info.supports_feature(Extension::StartTls) {
                 return Err(SendError::Protocol(
                     "STARTTLS is not supported on this server".into(),
@@ -82,12 +93,16 @@ impl Connection {
                 ));
             }
             let plain = conn.stream.into_inner();
-            conn = Self::over(Box::new(tls(connector, host, plain).await?));
+            let stream = tls(connector, host, plain).await?;
+            trace.tls = tls_version(&stream);
+            conn = Self::over(Box::new(stream));
             conn.ehlo(hello).await?;
         }
         if let Some(credentials) = credentials {
-            conn.auth(credentials).await?;
+            trace.step = Step::Auth;
+            trace.auth = Some(conn.auth(credentials).await?);
         }
+        trace.step = Step::Ready;
         Ok(conn)
     }
 
@@ -99,9 +114,14 @@ impl Connection {
         }
     }
 
-    /// Sends one message: its envelope, then its content. Every reply is read before this
-    /// returns, so a connection whose send completed (even with a refusal) is in step.
-    pub(super) async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<(), Failed> {
+    /// Sends one message: its envelope, then its content; returns the server's reply to the
+    /// content (its first line). Every reply is read before this returns, so a connection
+    /// whose send completed (even with a refusal) is in step.
+    pub(super) async fn send(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<String, Failed> {
         let mut options = Vec::new();
         let mut addresses = envelope.from().into_iter().chain(envelope.to());
         if addresses.any(|a: &Address| !AsRef::<str>::as_ref(a).is_ascii()) {
@@ -146,10 +166,19 @@ impl Connection {
             self.write(&content).await?;
             self.reply().await?.positive()
         };
-        sent.await.map(drop).map_err(|error| Failed {
-            error,
-            stale: false,
-        })
+        sent.await
+            .map(|reply| reply.first_line())
+            .map_err(|error| Failed {
+                error,
+                stale: false,
+            })
+    }
+
+    /// Ends the session politely; whatever the server answers (or not) is of no interest.
+    pub(super) async fn quit(mut self) {
+        if self.write(b"QUIT\r\n").await.is_ok() {
+            let _ = self.reply().await;
+        }
     }
 
     /// The envelope in one write, then its replies in order; the first refusal is the
@@ -187,8 +216,9 @@ impl Connection {
         Ok(())
     }
 
-    /// AUTH PLAIN or LOGIN, whichever the server offers first in that order.
-    async fn auth(&mut self, credentials: &Credentials) -> Result<(), SendError> {
+    /// AUTH PLAIN or LOGIN, whichever the server offers first in that order; returns the
+    /// mechanism used.
+    async fn auth(&mut self, credentials: &Credentials) -> Result<String, SendError> {
         let mechanism = self
             .info
             .get_auth_mechanism(&[Mechanism::Plain, Mechanism::Login])
@@ -209,7 +239,7 @@ impl Connection {
                     .map_err(auth_error)?;
             reply = self.command(&answer.to_string()).await?;
         }
-        Ok(())
+        Ok(mechanism.to_string())
     }
 
     /// Writes `line` and reads its reply, which must be positive (2xx or 3xx).
@@ -295,6 +325,12 @@ where
     Ok(connector.connect(name, stream).await?)
 }
 
+/// `TLS 1.3`: the protocol version a handshake settled on.
+fn tls_version<S>(stream: &tokio_rustls::client::TlsStream<S>) -> Option<String> {
+    let version = stream.get_ref().1.protocol_version()?;
+    Some(crate::tls::version_name(version))
+}
+
 /// A reply as read: its code and its whole text (every line, with their CRLFs).
 #[derive(Debug)]
 struct Reply {
@@ -303,6 +339,16 @@ struct Reply {
 }
 
 impl Reply {
+    /// Its first line, without the line end: `250 2.0.0 Ok: queued as 4Xy`.
+    fn first_line(&self) -> String {
+        self.text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned()
+    }
+
     /// The reply itself when positive (2xx, 3xx); a refusal otherwise, worded as lettre
     /// words it (`permanent error (550): …`), with the first line of the server's text.
     fn positive(self) -> Result<Self, SendError> {

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::conn::dot_stuff;
-use super::{Security, SendError, SmtpClient};
+use super::{Opening, Security, SendError, SmtpClient, Step};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -361,6 +361,65 @@ async fn replies_sent_before_the_starttls_handshake_are_refused() {
     let seen = seen.lock().unwrap();
     assert!(seen.messages.is_empty());
     assert_eq!(seen.lines.last().map(String::as_str), Some("STARTTLS"));
+}
+
+#[tokio::test]
+async fn a_probe_opens_the_session_with_starttls_and_auth_sends_nothing_and_says_quit() {
+    let (acceptor, connector) = tls_pair();
+    let (port, seen) = server(Script {
+        starttls: Some(acceptor),
+        auth: Some(("user", "secret")),
+        ..Script::default()
+    })
+    .await;
+    let credentials = Credentials::new("user".into(), "secret".into());
+    let client = client(port, Security::StartTls(connector), Some(credentials));
+    let mut trace = Opening::default();
+    client.probe(&mut trace).await.unwrap();
+    assert_eq!(trace.step, Step::Ready);
+    assert_eq!(trace.greeting.as_deref(), Some("220 test ESMTP"));
+    assert_eq!(trace.tls.as_deref(), Some("TLS 1.3"));
+    assert_eq!(trace.auth.as_deref(), Some("PLAIN"));
+    let seen = seen.lock().unwrap();
+    let verbs: Vec<&str> = seen.lines.iter().map(|l| &l[..4]).collect();
+    assert_eq!(verbs, ["EHLO", "STAR", "EHLO", "AUTH", "QUIT"]);
+    assert!(seen.messages.is_empty());
+}
+
+#[tokio::test]
+async fn a_probe_with_the_wrong_password_fails_at_auth_with_the_servers_reply() {
+    let (port, _seen) = server(Script {
+        auth: Some(("user", "secret")),
+        ..Script::default()
+    })
+    .await;
+    let credentials = Credentials::new("user".into(), "wrong".into());
+    let client = client(port, Security::None, Some(credentials));
+    let mut trace = Opening::default();
+    let err = client.probe(&mut trace).await.unwrap_err();
+    assert_eq!(trace.step, Step::Auth);
+    assert_eq!(trace.tls, None);
+    assert!(
+        matches!(&err, SendError::Refused { code: 535, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_traced_send_returns_the_final_reply_and_keeps_no_connection() {
+    let (port, seen) = server(Script::default()).await;
+    let client = client(port, Security::None, None);
+    let mut trace = Opening::default();
+    let reply = client
+        .send_traced(&mut trace, &envelope(), MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(reply, "250 queued");
+    assert_eq!(trace.step, Step::Ready);
+    send(&client).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.connections, 2, "the traced connection was not pooled");
+    assert_eq!(seen.lines.iter().filter(|l| *l == "QUIT").count(), 1);
 }
 
 #[test]

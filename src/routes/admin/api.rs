@@ -420,15 +420,16 @@ fn session_json(state: &AppState, d: &SessionDetails) -> Value {
 }
 
 fn dead_letter_json(d: &DeadLetterView) -> Value {
+    let l = &d.letter;
     json!({
         "id": d.id,
-        "sid": d.sid,
-        "medium": d.medium,
-        "address": d.masked_address,
-        "purpose": d.purpose,
-        "error": d.error,
-        "attempts": d.attempts,
-        "queued_at": d.enqueued_ms,
+        "sid": l.sid,
+        "medium": l.medium,
+        "address": l.masked_address,
+        "purpose": l.purpose,
+        "error": l.error,
+        "attempts": l.attempts,
+        "queued_at": l.enqueued_ms,
         "dead_at": d.dead_ms,
     })
 }

@@ -11,7 +11,9 @@ use super::RedisStore;
 use super::sessions::session_from;
 use crate::ratelimit::LimitKey;
 use crate::redis_link::Conn;
-use crate::session::{DeadLetterView, OutboxReport, RetryOutcome, SessionDetails, StoreError};
+use crate::session::{
+    DeadLetter, DeadLetterView, OutboxReport, RetryOutcome, SessionDetails, StoreError,
+};
 use crate::threepid::Medium;
 use crate::token::{self, TokenHash};
 
@@ -227,7 +229,7 @@ impl RedisStore {
         if !is_stream_id(id) {
             return Ok(RetryOutcome::NotFound);
         }
-        let Some(dead) = self.dead_letter(id).await? else {
+        let Some(DeadLetterView { letter: dead, .. }) = self.dead_letter(id).await? else {
             return Ok(RetryOutcome::NotFound);
         };
         let Some(medium) = Medium::parse(&dead.medium).filter(|_| !dead.sid.is_empty()) else {
@@ -305,7 +307,7 @@ impl RedisStore {
         if !is_stream_id(id) {
             return Ok(false);
         }
-        let Some(dead) = self.dead_letter(id).await? else {
+        let Some(DeadLetterView { letter: dead, .. }) = self.dead_letter(id).await? else {
             return Ok(false);
         };
         let mut pipe = redis::pipe();
@@ -348,14 +350,17 @@ fn dead_letter_view(id: &str, fields: &[String]) -> DeadLetterView {
     };
     DeadLetterView {
         id: id.to_owned(),
-        sid: get("sid"),
-        medium: get("medium"),
-        masked_address: get("address"),
-        purpose: get("purpose"),
-        error: get("error"),
-        attempts: get("attempts").parse().unwrap_or(0),
-        enqueued_ms: get("enqueued_ms").parse().unwrap_or(0),
         dead_ms: id_ms(id).unwrap_or(0),
+        letter: DeadLetter {
+            id: get("id"),
+            sid: get("sid"),
+            medium: get("medium"),
+            masked_address: get("address"),
+            purpose: get("purpose"),
+            error: get("error"),
+            attempts: get("attempts").parse().unwrap_or(0),
+            enqueued_ms: get("enqueued_ms").parse().unwrap_or(0),
+        },
     }
 }
 

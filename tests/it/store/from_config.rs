@@ -64,8 +64,7 @@ async fn rediss_checks_the_certificate_against_the_system_roots_or_ssl_cert_file
     let mut config = TestConfig::new("http://127.0.0.1:9");
     config
         .set("admin.listen", format!("127.0.0.1:{admin}"))
-        .set("store.backend", "redis")
-        .set("store.url", server.url());
+        .redis(&server);
     let path = dir.path().join("sidecar.toml");
     std::fs::write(&path, config.to_toml()).unwrap();
     let stderr = dir.path().join("stderr");
