@@ -16,10 +16,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::state::VersionsRewrite;
 use crate::matrix::{self, Body, Read, full};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Upstream};
+use crate::state::VersionsRewrite;
 
 /// The flag MSC2263 defines.
 pub const FLAG: &str = "m.require_identity_server";

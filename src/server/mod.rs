@@ -266,7 +266,9 @@ async fn serve_connection(
             // Rare (see sniff): boxed, like HTTP/2, to keep the common case small.
             Ok(Ok(Some(Sniffed::Http1Read(prefix)))) => {
                 let io = TokioIo::new(Prefixed::new(prefix, stream));
-                let conn = builders.http1.serve_connection(io, service_fn(noting(&first_request, handle)));
+                let conn = builders
+                    .http1
+                    .serve_connection(io, service_fn(noting(&first_request, handle)));
                 Box::pin(first_request_within(
                     deadline,
                     &first_request,
@@ -323,9 +325,10 @@ async fn serve_connection(
                     )
                     .await
                 } else {
-                    let conn = builders
-                        .http1
-                        .serve_connection(TokioIo::new(stream), service_fn(noting(&first_request, handle)));
+                    let conn = builders.http1.serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(noting(&first_request, handle)),
+                    );
                     first_request_within(deadline, &first_request, watcher.watch(conn)).await
                 }
             })

@@ -214,7 +214,7 @@ impl Upstream {
         let error = match error {
             Failed::Unsent(request, _) if reused => {
                 tracing::debug!("an idle homeserver connection had closed; sending again");
-                match round_trip(self.connect().await?, request).await {
+                match round_trip(self.connect().await?, *request).await {
                     Ok(answer) => return Ok(answer),
                     Err(e) => e,
                 }
@@ -258,7 +258,8 @@ impl Upstream {
 /// How a request on one connection failed.
 enum Failed {
     /// Turned away before any of it was written: it may be sent elsewhere.
-    Unsent(Request<Body>, hyper::Error),
+    /// Boxed: the error path is rare, and the request is large.
+    Unsent(Box<Request<Body>>, hyper::Error),
     Sent(hyper::Error),
 }
 
@@ -284,7 +285,7 @@ async fn round_trip(
     match result {
         Ok(response) => Ok((response, conn)),
         Err(mut e) => Err(match e.take_message() {
-            Some(request) => Failed::Unsent(request, e.into_error()),
+            Some(request) => Failed::Unsent(Box::new(request), e.into_error()),
             None => Failed::Sent(e.into_error()),
         }),
     }

@@ -162,7 +162,10 @@ impl Connector {
         };
         Ok(Self {
             // A bracketed IPv6 literal from the URL is connected to without its brackets.
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             tls,
             max_buf_size,
@@ -176,7 +179,9 @@ impl Connector {
         tcp.set_nodelay(true)?;
         let io = match &self.tls {
             None => Io::Plain(tcp),
-            Some((connector, name)) => Io::Tls(Box::new(connector.connect(name.clone(), tcp).await?)),
+            Some((connector, name)) => {
+                Io::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+            }
         };
         let (sender, driver) = http1::Builder::new()
             .max_buf_size(self.max_buf_size)

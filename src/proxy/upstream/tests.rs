@@ -65,7 +65,12 @@ fn request(method: Method, path: &'static str, upstream: &Upstream) -> Request<B
     request
 }
 
-async fn fetch(upstream: &Upstream, metrics: &Metrics, method: Method, path: &'static str) -> Bytes {
+async fn fetch(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    method: Method,
+    path: &'static str,
+) -> Bytes {
     let response = upstream
         .send(request(method, path, upstream), Duration::ZERO, metrics)
         .await
@@ -81,13 +86,23 @@ async fn one_connection_carries_every_shape_of_answer_one_after_another() {
     for _ in 0..3 {
         assert_eq!(fetch(&upstream, &metrics, Method::GET, "/json").await, "{}");
         assert_eq!(fetch(&upstream, &metrics, Method::GET, "/empty").await, "");
-        assert_eq!(fetch(&upstream, &metrics, Method::GET, "/chunked").await, "one two");
+        assert_eq!(
+            fetch(&upstream, &metrics, Method::GET, "/chunked").await,
+            "one two"
+        );
         assert_eq!(fetch(&upstream, &metrics, Method::HEAD, "/json").await, "");
-        assert_eq!(fetch(&upstream, &metrics, Method::POST, "/json").await, "{}");
+        assert_eq!(
+            fetch(&upstream, &metrics, Method::POST, "/json").await,
+            "{}"
+        );
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.pool.idle_count(), 1);
-    assert_eq!(metrics.upstream_requests().0.get(), 0, "every place given back");
+    assert_eq!(
+        metrics.upstream_requests().0.get(),
+        0,
+        "every place given back"
+    );
 }
 
 #[tokio::test]
@@ -96,12 +111,20 @@ async fn an_answer_dropped_before_its_end_closes_its_connection_and_gives_back_i
     let metrics = Metrics::new();
     let upstream = upstream(&url, &metrics);
     let response = upstream
-        .send(request(Method::GET, "/large", &upstream), Duration::ZERO, &metrics)
+        .send(
+            request(Method::GET, "/large", &upstream),
+            Duration::ZERO,
+            &metrics,
+        )
         .await
         .unwrap();
     let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
-    assert_eq!(metrics.upstream_requests().0.get(), 1, "held while it streams");
+    assert_eq!(
+        metrics.upstream_requests().0.get(),
+        1,
+        "held while it streams"
+    );
     drop(body);
     assert_eq!(metrics.upstream_requests().0.get(), 0);
     assert_eq!(upstream.pool.idle_count(), 0);
@@ -162,7 +185,11 @@ async fn a_request_to_a_closed_port_is_a_connect_error() {
     let metrics = Metrics::new();
     let upstream = upstream(&url, &metrics);
     let result = upstream
-        .send(request(Method::GET, "/json", &upstream), Duration::ZERO, &metrics)
+        .send(
+            request(Method::GET, "/json", &upstream),
+            Duration::ZERO,
+            &metrics,
+        )
         .await;
     assert!(matches!(result, Err(UpstreamError::Connect)), "{result:?}");
     assert_eq!(metrics.upstream_requests().0.get(), 0);

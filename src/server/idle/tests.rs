@@ -141,7 +141,10 @@ async fn an_idle_connection_is_closed_after_the_header_read_timeout() {
         client.write_all(&get("/")).await.unwrap();
         answers(&mut client, 1).await;
         assert!(!closed_within(&mut client, HEADER_READ_TIMEOUT / 2).await);
-        assert!(closed_within(&mut client, HEADER_READ_TIMEOUT).await, "warm {warm}");
+        assert!(
+            closed_within(&mut client, HEADER_READ_TIMEOUT).await,
+            "warm {warm}"
+        );
     }
 }
 
@@ -155,7 +158,10 @@ async fn a_head_trickled_after_an_idle_wait_is_bounded_from_the_end_of_the_last_
         tokio::time::sleep(HEADER_READ_TIMEOUT * 3 / 4).await;
         client.write_all(b"GET /slow").await.unwrap();
         // Closed a quarter of the timeout later, not a whole timeout after the first byte.
-        assert!(closed_within(&mut client, HEADER_READ_TIMEOUT / 2).await, "warm {warm}");
+        assert!(
+            closed_within(&mut client, HEADER_READ_TIMEOUT / 2).await,
+            "warm {warm}"
+        );
     }
 }
 
