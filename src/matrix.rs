@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, BodyStream, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody, combinators::BoxBody};
 use hyper::HeaderMap;
-use hyper::body::Frame;
+use hyper::body::{Body as _, Frame};
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue,
@@ -30,8 +30,12 @@ pub enum BodyError {
 /// (`hyper::body::Incoming`) or built here (`Full`).
 pub type Body = BoxBody<Bytes, BodyError>;
 
-/// A streamed body as a [`Body`].
+/// A streamed body as a [`Body`]. One without content (most requests) becomes [`empty`],
+/// which allocates nothing.
 pub fn streamed(body: hyper::body::Incoming) -> Body {
+    if body.is_end_stream() {
+        return empty();
+    }
     body.map_err(BodyError::Hyper).boxed()
 }
 
@@ -42,9 +46,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// An empty body.
+/// An empty body (boxing it allocates nothing: it has no size).
 pub fn empty() -> Body {
-    full(Bytes::new())
+    Empty::new().map_err(|never| match never {}).boxed()
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -258,22 +262,35 @@ pub enum Read {
 
 /// Reads a body of at most `limit` bytes; a larger one comes back whole but unread.
 pub async fn read_up_to(mut body: Body, limit: usize) -> Result<Read, BodyError> {
+    // A body that comes in one piece (nearly every small one) is kept as it came; a second
+    // piece starts a copy.
+    let mut whole: Option<Bytes> = None;
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue; // trailers: nothing to rewrite
         };
-        if buffer.len() + data.len() > limit {
-            buffer.extend_from_slice(&data);
-            let read = futures_util::stream::once(async move { Ok(Frame::data(buffer.freeze())) });
+        let so_far = whole.as_ref().map_or(buffer.len(), Bytes::len);
+        if so_far + data.len() > limit {
+            let mut read = BytesMut::with_capacity(so_far + data.len());
+            read.extend_from_slice(whole.as_deref().unwrap_or(&buffer));
+            read.extend_from_slice(&data);
+            let read = futures_util::stream::once(async move { Ok(Frame::data(read.freeze())) });
             let rest = BodyStream::new(body);
             return Ok(Read::Partial(BodyExt::boxed(StreamBody::new(
                 read.chain(rest),
             ))));
         }
-        buffer.extend_from_slice(&data);
+        match whole.take() {
+            None if buffer.is_empty() => whole = Some(data),
+            Some(first) => {
+                buffer.extend_from_slice(&first);
+                buffer.extend_from_slice(&data);
+            }
+            None => buffer.extend_from_slice(&data),
+        }
     }
-    Ok(Read::Whole(buffer.freeze()))
+    Ok(Read::Whole(whole.unwrap_or_else(|| buffer.freeze())))
 }
 
 /// A JSON object from a body: 400 `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it

@@ -43,6 +43,23 @@ pub(crate) struct Internal {
     request_id_prefix: u32,
     /// The store's address-hash key, read from it once.
     address_key: tokio::sync::OnceCell<AddressKey>,
+    /// The last `/versions` answer of the homeserver and its rewrite.
+    versions: std::sync::Mutex<Option<Arc<VersionsRewrite>>>,
+}
+
+/// A homeserver `/versions` answer and what the sidecar made of it. The rewrite depends only
+/// on the answer's bytes, on whether the v3→r0 mapping is on, and on the settings: clients
+/// ask for `/versions` often and the homeserver's answer rarely changes, so an identical
+/// answer reuses it instead of parsing and writing the JSON again.
+pub struct VersionsRewrite {
+    /// The homeserver's body, as it arrived.
+    pub upstream: bytes::Bytes,
+    /// It parsed as a JSON object (for the mapping's decision).
+    pub parsed: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether the mapping was on for this rewrite.
+    pub mapping: bool,
+    /// The rewritten body; `None` when the answer passes unchanged.
+    pub rewritten: Option<bytes::Bytes>,
 }
 
 impl Internal {
@@ -53,6 +70,7 @@ impl Internal {
             request_ids: AtomicU64::new(0),
             request_id_prefix: rand::random(),
             address_key: tokio::sync::OnceCell::new(),
+            versions: std::sync::Mutex::new(None),
         }
     }
 }
@@ -86,6 +104,27 @@ impl AppState {
         }
         self.metrics
             .set_path_compat(self.upstream.compat.is_active());
+    }
+
+    /// The last `/versions` rewrite, when it was of exactly this homeserver answer.
+    pub fn versions_rewrite_of(&self, upstream: &[u8]) -> Option<Arc<VersionsRewrite>> {
+        let last = self
+            .internal
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref()
+            .filter(|last| last.upstream == upstream)
+            .cloned()
+    }
+
+    /// Keeps a `/versions` rewrite for the next identical answer.
+    pub fn keep_versions_rewrite(&self, rewrite: Arc<VersionsRewrite>) {
+        *self
+            .internal
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rewrite);
     }
 
     /// The key of the address hashes in rate-limit keys: the store's, asked for once.

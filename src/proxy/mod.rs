@@ -45,7 +45,10 @@ pub fn prepare_request(
     strip_hop_by_hop(&mut parts.headers);
     // Our own server already answered any `Expect: 100-continue`.
     parts.headers.remove(header::EXPECT);
-    if let Some(host) = &original_host {
+    // Kept even when a `Connection` header named it (or absent: from :authority).
+    if let Some(host) = &original_host
+        && !parts.headers.contains_key(header::HOST)
+    {
         parts.headers.insert(header::HOST, host.clone());
     }
     let trusted = is_trusted(conn.peer.ip(), trusted_proxies);
@@ -73,8 +76,11 @@ pub fn prepare_response(response: Response<Body>) -> Response<Body> {
     Response::from_parts(parts, body)
 }
 
+const HOPS: usize = 8;
+
 /// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Connection` first (see [`strip_hop_by_hop`]).
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -85,26 +91,64 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Where a (lower-case) header name is in [`HOP_BY_HOP`]: a string match, which the compiler
+/// turns into a length and byte comparison (cheaper than comparing `HeaderName`s).
+fn hop_index(name: &str) -> Option<usize> {
+    let i = match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    };
+    debug_assert_eq!(HOP_BY_HOP[i].as_str(), name);
+    Some(i)
+}
+
 /// Removes the hop-by-hop headers, every header named in `Connection`, and any other
 /// `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One look at each name says which are there: nearly every message has none of them, or
+    // only `Connection: keep-alive`, and then nothing is allocated.
+    let mut found = [false; HOPS];
+    let mut proxy_other = false;
+    for name in headers.keys() {
+        match hop_index(name.as_str()) {
+            Some(i) => found[i] = true,
+            None => proxy_other |= name.as_str().starts_with("proxy-"),
+        }
+    }
+    if found[0] {
+        // `Connection`'s tokens that name a header present (`keep-alive`, `close`: usually none).
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty() && headers.contains_key(*name))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(found).filter(|(_, there)| *there) {
         headers.remove(name);
     }
-    let proxy_other: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_other {
-        headers.remove(name);
+    if proxy_other {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 
@@ -137,11 +181,7 @@ pub fn set_forwarded_headers(
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
-    let client = canonical_ip(client).to_string();
-    headers.insert(
-        X_FORWARDED_FOR,
-        HeaderValue::from_str(&client).expect("an address is valid header text"),
-    );
+    headers.insert(X_FORWARDED_FOR, address_value(canonical_ip(client)));
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -152,6 +192,34 @@ pub fn set_forwarded_headers(
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
+}
+
+/// An address as header text, written without `fmt` (this is done for every forwarded
+/// request): IPv4 by hand, IPv6 through `Display` (rarer, and its compression rules are
+/// worth not repeating).
+fn address_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).expect("an address is valid header text");
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&text[..len]).expect("digits and dots are valid header text")
 }
 
 /// One `X-Forwarded-For` hop as an address: `203.0.113.9`, `2001:db8::1`, and with a port
@@ -338,6 +406,58 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.0.2.7",
+            "100.9.10.99",
+            "::1",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(address_value(ip), ip.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_where_it_is_listed() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name.as_str()), Some(i));
+        }
+        assert_eq!(hop_index("proxy-connection"), None);
+        assert_eq!(hop_index("content-type"), None);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut h = headers(&[
+            ("host", "example.org"),
+            ("x-repeat", "1"),
+            ("x-repeat", "2"),
+            ("content-length", "3"),
+        ]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn connection_tokens_that_name_no_header_remove_only_the_hop_by_hop_ones() {
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("connection", "close"),
+            ("content-type", "application/json"),
+            ("close", "a header named like the token"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::matrix::{self, Body, Read, full};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Upstream};
+use crate::state::VersionsRewrite;
 
 /// The flag MSC2263 defines.
 pub const FLAG: &str = "m.require_identity_server";
@@ -116,17 +117,8 @@ pub async fn handle(
                 .into_response();
         }
     };
-    let parsed: Option<Map<String, Value>> = serde_json::from_slice(&bytes).ok();
-    if let Some(object) = &parsed {
-        state.observe_upstream_versions(object);
-    }
-    // Read after observing: this very answer may have turned the mapping on or off.
-    let advertise: &[String] = if state.upstream.compat.is_active() {
-        &state.config.upstream.advertise_versions
-    } else {
-        &[]
-    };
-    let body = match parsed.and_then(|object| rewrite(object, advertise)) {
+    let rewrite = rewrite_answer(state, bytes);
+    let body = match &rewrite.rewritten {
         Some(rewritten) => {
             parts.headers.insert(
                 header::CONTENT_TYPE,
@@ -134,14 +126,51 @@ pub async fn handle(
             );
             // The answer is ours now: a web client on another origin must be able to read it.
             matrix::add_cors(&mut parts.headers);
-            Bytes::from(rewritten)
+            rewritten.clone()
         }
-        None => bytes,
+        None => rewrite.upstream.clone(),
     };
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Response::from_parts(parts, full(body))
+}
+
+/// The homeserver's `/versions` body, observed for the v3→r0 mapping and rewritten (the last
+/// rewrite again when the answer is the same as last time).
+fn rewrite_answer(state: &AppState, bytes: Bytes) -> Arc<VersionsRewrite> {
+    if let Some(last) = state.versions_rewrite_of(&bytes) {
+        if let Some(object) = &last.parsed {
+            state.observe_upstream_versions(object);
+        }
+        if last.mapping == state.upstream.compat.is_active() {
+            return last;
+        }
+    }
+    let parsed: Option<Map<String, Value>> = serde_json::from_slice(&bytes).ok();
+    if let Some(object) = &parsed {
+        state.observe_upstream_versions(object);
+    }
+    // Read after observing: this very answer may have turned the mapping on or off.
+    let mapping = state.upstream.compat.is_active();
+    let advertise: &[String] = if mapping {
+        &state.config.upstream.advertise_versions
+    } else {
+        &[]
+    };
+    let rewritten = parsed
+        .clone()
+        .and_then(|object| rewrite(object, advertise))
+        .map(Bytes::from);
+    let rewrite = Arc::new(VersionsRewrite {
+        // A copy: the body may be a slice of a connection's whole read buffer.
+        upstream: Bytes::copy_from_slice(&bytes),
+        parsed,
+        mapping,
+        rewritten,
+    });
+    state.keep_versions_rewrite(rewrite.clone());
+    rewrite
 }
 
 /// In `upstream.path_compat = "auto"`: reads the upstream's `/versions` at start and

@@ -26,6 +26,7 @@ use crate::routes;
 
 mod cap;
 mod h2;
+mod idle;
 mod sniff;
 
 use sniff::{Prefixed, Sniffed};
@@ -153,6 +154,8 @@ struct Builders {
     http2_idle_timeout: Duration,
     /// `server.max_connections` for this listener.
     cap: cap::Cap,
+    /// The idle plain HTTP/1.1 connections that keep hyper's state (see [`idle`]).
+    warm: idle::Warm,
 }
 
 /// A connection's place under its listener's cap, given back when dropped; it also hands the
@@ -199,6 +202,7 @@ impl Builders {
                 let (open, refused) = state.metrics.connections(kind.name());
                 cap::Cap::new(server.max_connections, open, refused)
             },
+            warm: idle::Warm::default(),
         }
     }
 }
@@ -224,10 +228,7 @@ async fn serve_connection(
     // first request head must arrive within header_read_timeout, or the connection is closed
     // (HTTP/2: by h2::serve, which also closes it once idle).
     let deadline = tokio::time::Instant::now() + state.config.server.header_read_timeout;
-    let first_request = Arc::new(tokio::sync::Notify::new());
-    let notify = first_request.clone();
     let handle = move |request: Request<Incoming>| {
-        notify.notify_one();
         let state = state.clone();
         async move {
             let request = request.map(crate::matrix::streamed);
@@ -242,21 +243,32 @@ async fn serve_connection(
             Ok::<_, Infallible>(response)
         }
     };
+    // The paths other than plain HTTP/1.1 learn of the first request head through this.
+    let first_request = Arc::new(tokio::sync::Notify::new());
     // This future lives as long as the connection: what it holds inline is paid by every
     // idle keep-alive connection, so only plain HTTP/1.1 (nearly all of a sidecar's traffic)
-    // is inline; HTTP/2 and TLS are boxed.
+    // is inline, and it keeps hyper's connection boxed and only while it is not idle (see
+    // [`idle`]); HTTP/2 and TLS are boxed.
     let result: ConnResult = match tls {
         None => match tokio::time::timeout_at(deadline, sniff::sniff(&mut stream)).await {
             Ok(Ok(Some(Sniffed::Http1))) => {
-                let conn = builders
-                    .http1
-                    .serve_connection(TokioIo::new(stream), service_fn(handle));
-                first_request_within(deadline, &first_request, watcher.watch(conn)).await
+                let settings = idle::Settings {
+                    http1: &builders.http1,
+                    warm: &builders.warm,
+                    header_read_timeout: builders.header_read_timeout,
+                };
+                let result =
+                    idle::serve(stream, handle, settings, deadline, builders.stop.clone()).await;
+                // Counted by the listener's drain until here.
+                drop(watcher);
+                result
             }
             // Rare (see sniff): boxed, like HTTP/2, to keep the common case small.
             Ok(Ok(Some(Sniffed::Http1Read(prefix)))) => {
                 let io = TokioIo::new(Prefixed::new(prefix, stream));
-                let conn = builders.http1.serve_connection(io, service_fn(handle));
+                let conn = builders
+                    .http1
+                    .serve_connection(io, service_fn(noting(&first_request, handle)));
                 Box::pin(first_request_within(
                     deadline,
                     &first_request,
@@ -266,7 +278,14 @@ async fn serve_connection(
             }
             Ok(Ok(Some(Sniffed::Http2(prefix)))) => {
                 let io = TokioIo::new(Prefixed::new(prefix, stream));
-                Box::pin(serve_http2(io, handle, &builders, deadline, watcher)).await
+                Box::pin(serve_http2(
+                    io,
+                    noting(&first_request, handle),
+                    &builders,
+                    deadline,
+                    watcher,
+                ))
+                .await
             }
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
@@ -297,11 +316,19 @@ async fn serve_connection(
                 };
                 // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); without it, HTTP/1.1.
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    serve_http2(TokioIo::new(stream), handle, &builders, deadline, watcher).await
+                    serve_http2(
+                        TokioIo::new(stream),
+                        noting(&first_request, handle),
+                        &builders,
+                        deadline,
+                        watcher,
+                    )
+                    .await
                 } else {
-                    let conn = builders
-                        .http1
-                        .serve_connection(TokioIo::new(stream), service_fn(handle));
+                    let conn = builders.http1.serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(noting(&first_request, handle)),
+                    );
                     first_request_within(deadline, &first_request, watcher.watch(conn)).await
                 }
             })
@@ -310,6 +337,22 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(listener = kind.name(), error = %e, "connection ended with an error");
+    }
+}
+
+/// `handle`, telling `first_request` of each request head (for [`first_request_within`] and
+/// HTTP/2's first deadline).
+fn noting<H, F>(
+    first_request: &Arc<tokio::sync::Notify>,
+    handle: H,
+) -> impl Fn(Request<Incoming>) -> F + Send + Sync + 'static
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+{
+    let notify = first_request.clone();
+    move |request| {
+        notify.notify_one();
+        handle(request)
     }
 }
 
