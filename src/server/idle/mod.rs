@@ -182,6 +182,10 @@ impl AsyncRead for Watched {
             let n = this.unread.len().min(buf.remaining());
             buf.put_slice(&this.unread[..n]);
             this.unread.advance(n);
+            if this.unread.is_empty() {
+                // An empty slice would still keep hyper's whole read buffer alive.
+                this.unread = Bytes::new();
+            }
             this.activity.read.store(true, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
@@ -355,11 +359,14 @@ where
         head_timer
             .as_mut()
             .reset(Instant::now() + settings.header_read_timeout);
-        io.unread = parts.read_buf;
-        if !io.unread.is_empty() {
+        if !parts.read_buf.is_empty() {
             // Part of a pipelined request: hyper goes on with it at once.
+            io.unread = parts.read_buf;
             continue;
         }
+        // Even empty, hyper's `read_buf` shares (and keeps alive) its whole read buffer, the
+        // very thing an idle connection is taken apart to let go of.
+        drop(parts.read_buf);
         tokio::select! {
             biased;
             () = &mut stopping => return Ok(()),
