@@ -3,7 +3,7 @@
 sessions in the sidecar's own Redis key layout (src/session/redis/mod.rs, lookup.lua,
 begin.lua), exactly as `begin_send` leaves a new session after its first mail:
 
-    {prefix}lookup:{<hex sha256(medium \\0 address \\0 hex sha256(client_secret))>} = sid   PX lifetime
+    {prefix}lookup:{<hex sha256(medium \\0 address \\0 hex sha256(client_secret) \\0 purpose \\0)>} = sid   PX lifetime
     {prefix}session:{<sid>} = hash  medium, address, secret (hex sha256 of the client secret),
                                     purpose, attempt, failed, attempt_token, t:<token hash> = expiry ms
                                     PEXPIRE lifetime
@@ -63,7 +63,7 @@ def main():
         secret = b"pop-secret-%d" % i
         secret_hex = sha(secret).hexdigest().encode()
         token_hex = sha(b"pop-token-%d" % i).hexdigest().encode()
-        lookup_hex = sha(b"email\0" + address + b"\0" + secret_hex).hexdigest().encode()
+        lookup_hex = sha(b"email\0" + address + b"\0" + secret_hex + b"\0registration\0").hexdigest().encode()
         session_key = prefix + b"session:{" + sid + b"}"
         buf.append(resp(b"HSET", session_key, b"medium", b"email", b"address", address,
                         b"secret", secret_hex, b"purpose", b"registration", b"attempt", b"1",
