@@ -5,15 +5,10 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Frame, SizeHint};
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-use crate::matrix::{Body, BodyError};
 
 /// The requests open on one connection.
 pub(super) struct Streams {
@@ -61,38 +56,6 @@ pub(super) struct OpenStream(Arc<Streams>);
 impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.open.send_modify(|n| *n -= 1);
-    }
-}
-
-/// A response body that holds its request open until it is dropped.
-pub(super) struct Tracked {
-    body: Body,
-    _open: OpenStream,
-}
-
-impl Tracked {
-    pub(super) fn new(body: Body, open: OpenStream) -> Self {
-        Self { body, _open: open }
-    }
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

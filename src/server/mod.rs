@@ -28,6 +28,7 @@ mod cap;
 mod h2;
 mod idle;
 mod sniff;
+mod tracked;
 
 use sniff::{Prefixed, Sniffed};
 
@@ -377,7 +378,7 @@ where
         let response = handle(request);
         async move {
             let Ok(response) = response.await;
-            Ok::<_, Infallible>(response.map(|body| h2::Tracked::new(body, open)))
+            Ok::<_, Infallible>(response.map(|body| tracked::Tracked::new(body, open)))
         }
     });
     let conn = builders.http2.serve_connection(io, service);

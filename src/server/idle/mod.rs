@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -33,7 +33,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::matrix::{Body, BodyError};
+use super::tracked::Tracked;
+use crate::matrix::Body;
 
 /// How many idle connections of one listener keep hyper's state (about 18 KiB each).
 pub(super) const WARM_IDLE: usize = 64;
@@ -134,32 +135,6 @@ impl Drop for Open {
         // What arrived before this answer ended is hyper's to handle (a pipelined request);
         // what arrives after it is the next request.
         self.0.read.store(false, Ordering::Relaxed);
-    }
-}
-
-/// An answer's body, holding its request [`Open`].
-pub(super) struct Tracked {
-    body: Body,
-    _open: Open,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -281,7 +256,7 @@ where
         let response = handle(request);
         async move {
             let Ok(response) = response.await;
-            Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
         }
     });
     let mut io = Watched {
