@@ -17,9 +17,14 @@ usage: drive.py --port PORT --scenario S [--requests 2000] [--conns 8]
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import util  # noqa: E402
 
 PATHS = {
     "passthrough": ("GET", "/_matrix/client/r0/pushrules/"),
@@ -28,38 +33,6 @@ PATHS = {
     "upload": ("POST", "/_matrix/media/r0/upload?filename=bench.bin"),
 }
 BODY = b"u" * (1 << 20)
-
-
-def read_response(sock, buf):
-    """Reads one answer (Content-Length or chunked) from sock; returns (status, leftover)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("closed before an answer")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip().lower()
-    if "content-length" in headers:
-        want = int(headers["content-length"])
-        while len(rest) < want:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("closed in the body")
-            rest += chunk
-        return status, rest[want:]
-    if "chunked" in headers.get("transfer-encoding", ""):
-        while b"0\r\n\r\n" not in rest:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("closed in the body")
-            rest += chunk
-        return status, rest.split(b"0\r\n\r\n", 1)[1]
-    return status, rest
 
 
 def main():
@@ -88,7 +61,7 @@ def main():
         for s in batch:
             s[0].sendall(request)
         for s in batch:
-            status, s[1] = read_response(s[0], s[1])
+            status, s[1] = util.read_response(s[0], s[1])
             bad += not 200 <= status < 300
         done += len(batch)
     seconds = time.monotonic() - t0

@@ -31,37 +31,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import util  # noqa: E402
 
 
-def read_response(sock):
-    """Reads one HTTP/1.1 response (Content-Length or chunked); returns its status or None."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip().lower()
-    if "content-length" in headers:
-        want = int(headers["content-length"])
-        while len(body) < want:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            body += chunk
-    elif "chunked" in headers.get("transfer-encoding", ""):
-        while not body.endswith(b"0\r\n\r\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            body += chunk
-    return status
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, required=True)
@@ -89,8 +58,8 @@ def main():
             try:
                 s.connect(("127.0.0.1", args.port))
                 s.sendall(request)
-                status = read_response(s)
-                if status is None or not 200 <= status < 300:
+                status, _ = util.read_response(s)
+                if not 200 <= status < 300:
                     errors.append(f"status {status}")
                     s.close()
                     continue

@@ -58,27 +58,10 @@ class Sampler(threading.Thread):
         self.sample()
 
 
-def read_head(sock):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed before the response head ({len(buf)} bytes)")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return status, headers, rest
-
-
 def download(sock, args):
     sock.sendall((f"GET {args.path} HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n"
                   "User-Agent: bench-stream\r\nConnection: close\r\n\r\n").encode())
-    status, headers, rest = read_head(sock)
+    status, headers, rest = util.read_head(sock)
     want = int(headers.get("content-length", "-1"))
     got = len(rest)
     view = memoryview(bytearray(BUF))
@@ -100,7 +83,7 @@ def upload(sock, args):
         n = min(BUF, args.bytes - sent)
         sock.sendall(zeros[:n])
         sent += n
-    status, headers, rest = read_head(sock)
+    status, headers, rest = util.read_head(sock)
     body = rest
     want = int(headers.get("content-length", "-1"))
     while want < 0 or len(body) < want:

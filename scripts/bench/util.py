@@ -92,6 +92,47 @@ def mem(pid):
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def read_head(sock, buf=b""):
+    """Reads one HTTP/1.1 response head from sock (after what is already in buf); returns
+    (status, headers with lower-case names, the bytes read past the head)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError(f"connection closed before the response head ({len(buf)} bytes)")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, rest
+
+
+def read_response(sock, buf=b""):
+    """Reads one whole HTTP/1.1 response (Content-Length or chunked); returns (status, the bytes
+    read past it, for the next response on the connection)."""
+    status, headers, rest = read_head(sock, buf)
+
+    def more(rest):
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("connection closed in the response body")
+        return rest + chunk
+
+    if "content-length" in headers:
+        want = int(headers["content-length"])
+        while len(rest) < want:
+            rest = more(rest)
+        return status, rest[want:]
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while b"0\r\n\r\n" not in rest:
+            rest = more(rest)
+        return status, rest.split(b"0\r\n\r\n", 1)[1]
+    return status, rest
+
+
 def get(url, timeout=5.0):
     """(status, headers, body) for a GET; (None, None, error text) when nothing answered."""
     return request(url, timeout=timeout)
