@@ -18,8 +18,12 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::config::Config;
 
-/// An HTTP/1.1 homeserver on loopback that answers by path, and counts its connections.
-async fn homeserver() -> (String, Arc<AtomicUsize>) {
+/// A server on loopback that hands each connection to `serve`, and counts its connections.
+async fn counting_server<F, Fut>(serve: F) -> (String, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -28,29 +32,35 @@ async fn homeserver() -> (String, Arc<AtomicUsize>) {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let path = request.uri().path().to_owned();
-                    let _ = request.into_body().collect().await;
-                    let body: http_body_util::combinators::BoxBody<Bytes, Infallible> =
-                        match path.as_str() {
-                            "/empty" => Full::new(Bytes::new()).boxed(),
-                            "/chunked" => StreamBody::new(futures_util::stream::iter(
-                                ["one ", "two"].map(|p| Ok(Frame::data(Bytes::from(p)))),
-                            ))
-                            .boxed(),
-                            "/large" => Full::new(Bytes::from(vec![7u8; 4 << 20])).boxed(),
-                            _ => Full::new(Bytes::from_static(b"{}")).boxed(),
-                        };
-                    Ok::<_, Infallible>(Response::new(body))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (url, accepted)
+}
+
+/// An HTTP/1.1 homeserver on loopback that answers by path, and counts its connections.
+async fn homeserver() -> (String, Arc<AtomicUsize>) {
+    counting_server(|stream| async move {
+        let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+            let path = request.uri().path().to_owned();
+            let _ = request.into_body().collect().await;
+            let body: http_body_util::combinators::BoxBody<Bytes, Infallible> = match path.as_str()
+            {
+                "/empty" => Full::new(Bytes::new()).boxed(),
+                "/chunked" => StreamBody::new(futures_util::stream::iter(
+                    ["one ", "two"].map(|p| Ok(Frame::data(Bytes::from(p)))),
+                ))
+                .boxed(),
+                "/large" => Full::new(Bytes::from(vec![7u8; 4 << 20])).boxed(),
+                _ => Full::new(Bytes::from_static(b"{}")).boxed(),
+            };
+            Ok::<_, Infallible>(Response::new(body))
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
 }
 
 fn upstream(url: &str, metrics: &Metrics) -> Upstream {
@@ -135,33 +145,23 @@ async fn an_answer_dropped_before_its_end_closes_its_connection_and_gives_back_i
 /// A homeserver that answers one request per connection with keep-alive, then closes the
 /// connection soon after, as a homeserver's own idle timeout does.
 async fn closing_homeserver() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.ends_with(b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            });
+    counting_server(|mut stream| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
         }
-    });
-    (url, accepted)
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await
 }
 
 #[tokio::test]
