@@ -6,6 +6,7 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod ports;
 pub mod redis;
 pub mod serve;
 pub mod sidecar;

@@ -22,9 +22,10 @@
 pub mod cluster;
 pub mod sentinel;
 
+use crate::common::ports::free_port;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -342,11 +343,4 @@ fn find_optional(name: &str) -> Option<PathBuf> {
 
 fn find_binary(name: &str, package: &str) -> PathBuf {
     find_optional(name).unwrap_or_else(|| panic!("{name} not found: apt-get install -y {package}"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }

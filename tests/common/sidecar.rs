@@ -25,10 +25,7 @@ impl TestConfig {
         let mail_dir = config.dir.path().join("mail").display().to_string();
         let cert_dir = config.dir.path().join("certs").display().to_string();
         // The client port is chosen up front: links in mail carry public_baseurl.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        let port = crate::common::ports::free_port();
         config
             .set("server.listen", format!("127.0.0.1:{port}"))
             .set("server.public_baseurl", format!("http://127.0.0.1:{port}/"))

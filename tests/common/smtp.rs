@@ -5,8 +5,9 @@
 //! real server refuses an unknown mailbox (`smtp/refusing_mailbox.py`).
 //! [`SmtpServer::start_with_auth`] requires AUTH of one user (`smtp/auth_server.py`).
 
+use crate::common::ports::free_port;
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -257,13 +258,6 @@ impl Drop for SmtpServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a loopback port can be bound")
-        .port()
 }
 
 fn parse(path: &Path) -> ReceivedMail {

@@ -14,9 +14,10 @@
 //! `start` blocks (a few seconds) until `GET /_matrix/client/versions` answers; the process is
 //! killed when the `Synapse` is dropped. A missing venv is a panic, never a skip.
 
+use crate::common::ports::free_port;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -305,13 +306,6 @@ fn spawn(dir: &Path, config: &Path) -> Child {
         .stderr(log("stderr.log"))
         .spawn()
         .expect("start Synapse")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// One HTTP/1.0 exchange (Synapse closes the connection after the answer).

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::common::ports::free_addr;
 use crate::common::sidecar::TestConfig;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_threepid-sidecar");
@@ -73,13 +74,6 @@ where
         "[{name}] passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// A free loopback port, as an address.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
 }
 
 /// Milliseconds, for figures.

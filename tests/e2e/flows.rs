@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::http::{self, Answer};
 use crate::common::logs;
+use crate::common::ports::free_port;
 use crate::common::redis::RedisServer;
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::smtp::SmtpServer;
@@ -22,13 +23,6 @@ pub struct Stack {
     pub smtp: SmtpServer,
     pub synapse: Synapse,
     _redis: RedisServer,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl Stack {

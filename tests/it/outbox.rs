@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use serde_json::json;
 
 use crate::common::eventually;
 use crate::common::http::{self, Answer};
+use crate::common::ports::free_addr;
 use crate::common::redis::cluster::RedisCluster;
 use crate::common::redis::{RedisServer, query};
 use crate::common::sidecar::{Sidecar, TestConfig};
@@ -359,19 +359,13 @@ impl Drop for ChildGuard {
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_accepted_by_a_binary_killed_with_sigkill_is_sent_by_another() {
     let redis = RedisServer::start();
     let mut smtp = SmtpServer::start();
     let mut conn = redis_conn(&redis).await;
     smtp.stop();
-    let (client, identity, admin) = (free_port(), free_port(), free_port());
+    let (client, identity, admin) = (free_addr(), free_addr(), free_addr());
     let mut config = config(&redis, &smtp);
     config
         .set("server.listen", client.to_string())

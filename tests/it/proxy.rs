@@ -46,10 +46,7 @@ fn echo(answer: &Answer) -> Echo {
 
 /// An address nothing listens on.
 fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    format!("http://{addr}")
+    format!("http://{}", crate::common::ports::free_addr())
 }
 
 /// Sends raw bytes on a fresh connection and reads until the peer closes (or `limit`).

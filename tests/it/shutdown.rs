@@ -2,7 +2,6 @@
 //! accepting, the request in flight still completes, and the process exits 0.
 
 use std::fs::File;
-use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use hyper::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::common::ports::free_addr;
 use crate::common::sidecar::TestConfig;
 use crate::common::upstream::{Echo, Upstream, wait_until};
 
@@ -27,11 +27,6 @@ impl Drop for ChildGuard {
             let _ = self.0.wait();
         }
     }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr")
 }
 
 /// A GET that reports failure instead of panicking: `None` when the connection fails.
@@ -57,7 +52,7 @@ async fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let upstream = Upstream::start().await;
-    let (client, identity, admin) = (free_port(), free_port(), free_port());
+    let (client, identity, admin) = (free_addr(), free_addr(), free_addr());
     let mut config = TestConfig::new(&upstream.url());
     config
         .set("server.listen", client.to_string())

@@ -12,6 +12,7 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use crate::common::ports::free_port;
 use crate::common::redis::{RedisServer, query};
 use crate::common::sidecar::{Sidecar, TestConfig};
 use crate::common::smtp::SmtpServer;
@@ -71,13 +72,6 @@ async fn run(args: &[&str], env: &[(&str, &Path)]) -> Outcome {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A test CA, and a certificate it issued for `names` with its key, as PEM files.

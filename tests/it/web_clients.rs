@@ -226,10 +226,7 @@ async fn every_answer_the_sidecar_writes_itself_carries_the_cors_headers() {
 
     // 502: the homeserver is unreachable.
     let gone = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::common::ports::free_port();
         let mut config = TestConfig::new(&format!("http://127.0.0.1:{port}"));
         config.set("upstream.connect_timeout", "1s");
         Sidecar::start(config).await

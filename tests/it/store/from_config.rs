@@ -1,7 +1,6 @@
 //! The `[store]` config in a running sidecar: `rediss://` (certificates checked against the
 //! system's roots, or `SSL_CERT_FILE`), `[store.sentinel]` and `[store.cluster]`.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use threepid_sidecar::session::SessionStore;
 use threepid_sidecar::session::redis::RedisStore;
 
 use super::{COMMAND_TIMEOUT, MASTER_NAME, RedisServer, settings, shared_cluster, shared_sentinel};
+use crate::common::ports::free_port;
 use crate::common::sidecar::{Sidecar, TestConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_threepid-sidecar");
@@ -22,13 +22,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The status of `GET url`, or None when the connection fails.

@@ -3,7 +3,6 @@
 //! sentinel that is down, and a master name the sentinels do not know. The suite itself runs
 //! as `store::sentinel::*`.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -215,10 +214,7 @@ async fn sentinel_a_demoted_master_sends_the_store_to_the_new_one_unannounced() 
 #[tokio::test(flavor = "multi_thread")]
 async fn sentinel_a_sentinel_that_is_down_is_skipped() {
     let setup = shared_sentinel();
-    let down = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let down = crate::common::ports::free_port();
     let mut sentinels = vec![("127.0.0.1".to_owned(), down)];
     sentinels.extend(setup.sentinels());
     let topology = Topology::Sentinel(SentinelSettings {
