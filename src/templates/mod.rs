@@ -444,21 +444,35 @@ fn translate(
         .as_ref()
         .and_then(|v| v.as_str())
         .unwrap_or_else(|| catalogues.default_language());
-    let mut args = fluent_bundle::FluentArgs::new();
-    for name in MESSAGE_VARIABLES {
-        if let Some(value) = state
+    // The values are looked up once and lent to Fluent: a string value is not copied.
+    let variables = MESSAGE_VARIABLES.map(|name| {
+        state
             .lookup(name)
             .filter(|v| !v.is_undefined() && !v.is_none())
-        {
-            args.set(name, value.to_string());
-        }
-    }
-    for name in kwargs.args() {
-        let value: minijinja::Value = kwargs.get(name)?;
-        args.set(name.to_owned(), value.to_string());
-    }
+    });
+    let keywords = kwargs
+        .args()
+        .map(|name| Ok((name, kwargs.get::<minijinja::Value>(name)?)))
+        .collect::<Result<Vec<_>, minijinja::Error>>()?;
     kwargs.assert_all_used()?;
+    let mut args =
+        fluent_bundle::FluentArgs::with_capacity(MESSAGE_VARIABLES.len() + keywords.len());
+    let named = MESSAGE_VARIABLES.iter().zip(&variables);
+    for (name, value) in named.filter_map(|(name, v)| Some((*name, v.as_ref()?))) {
+        args.set(name, fluent_text(value));
+    }
+    for (name, value) in &keywords {
+        args.set(*name, fluent_text(value));
+    }
     Ok(catalogues.message(lang, key, Some(&args)))
+}
+
+/// A template value as a Fluent argument: a string lent as it is, anything else written out.
+fn fluent_text(value: &minijinja::Value) -> fluent_bundle::FluentValue<'_> {
+    match value.as_str() {
+        Some(text) => text.into(),
+        None => value.to_string().into(),
+    }
 }
 
 /// `text | wrap(width=72)`: breaks a paragraph into lines of at most `width` characters at

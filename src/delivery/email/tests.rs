@@ -221,3 +221,56 @@ fn a_fixed_stamp_composes_the_same_bytes_twice_and_now_does_not() {
         composer.eml(&mail, Stamp::Now).unwrap()
     );
 }
+
+#[test]
+fn an_english_mail_goes_out_7bit_with_its_long_link_whole() {
+    let composer = Composer::new(&email_config(""), "example.org", templates()).unwrap();
+    let link = format!(
+        "https://m.example.org/submit?sid=s1&client_secret={}&token=tok123",
+        "c".repeat(64)
+    );
+    let mail = MailRequest {
+        content: MailContent::Verification {
+            purpose: Purpose::Registration,
+            link: &link,
+            token: "tok123",
+        },
+        ..request(Purpose::Registration)
+    };
+    let text = String::from_utf8(composer.eml(&mail, Stamp::Fixed).unwrap()).unwrap();
+    assert_eq!(
+        text.matches("Content-Transfer-Encoding: 7bit\r\n").count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("quoted-printable"), "{text}");
+    assert!(
+        text.contains(&format!("\r\n{link}\r\n")),
+        "the link is not one line:\n{text}"
+    );
+    assert!(
+        text.split("\r\n")
+            .all(|line| line.len() <= 998 && !line.contains('\n')),
+        "a line is too long or has a bare LF:\n{text}"
+    );
+}
+
+#[test]
+fn text_that_7bit_cannot_carry_as_it_is_goes_to_lettre() {
+    for (text, why) in [
+        ("Grüße\n".to_owned(), "not ASCII"),
+        (format!("{}\n", "x".repeat(999)), "a line over 998 octets"),
+        ("a\rb\n".to_owned(), "a bare CR"),
+    ] {
+        let ours = super::compose::body(text.clone());
+        let lettres = lettre::message::Body::new(text);
+        assert_eq!(ours.encoding(), lettres.encoding(), "{why}");
+        assert_eq!(ours.into_vec(), lettres.into_vec(), "{why}");
+    }
+    let body = super::compose::body("a\nb\r\n.c".to_owned());
+    assert_eq!(
+        body.encoding(),
+        lettre::message::header::ContentTransferEncoding::SevenBit
+    );
+    assert_eq!(body.into_vec(), b"a\r\nb\r\n.c");
+}

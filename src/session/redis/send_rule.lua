@@ -21,28 +21,33 @@ end
 -- Writes a 'created' or 'continued' decision: the token's hash with its expiry, the attempt,
 -- and a lifetime from now. A continued session drops its expired tokens (an SMS session all
 -- of them: only the newest code counts), and keeps its expiry once validated (a validated
--- session lives one lifetime from its validation, however often it is continued).
+-- session lives one lifetime from its validation, however often it is continued). The
+-- fields are written in one HSET.
 local function commit(key, A, decision)
   local extend = true
+  local fields
   if decision[1] == 'created' then
-    redis.call('HSET', key, 'medium', A[3], 'address', A[4], 'secret', A[5],
-      'purpose', A[6], 'attempt', A[9], 'failed', '0', 'attempt_token', A[10],
-      't:' .. A[10], A[11], 'created', A[2])
+    fields = {'medium', A[3], 'address', A[4], 'secret', A[5], 'purpose', A[6],
+      'attempt', A[9], 'failed', '0', 'attempt_token', A[10], 't:' .. A[10], A[11],
+      'created', A[2], 'lang', A[12]}
   else
     local now = tonumber(A[2])
     local all = A[3] == 'msisdn'
-    local fields = redis.call('HGETALL', key)
-    for i = 1, #fields, 2 do
-      if string.sub(fields[i], 1, 2) == 't:'
-        and (all or (tonumber(fields[i + 1]) or 0) <= now) then
-        redis.call('HDEL', key, fields[i])
-      elseif fields[i] == 'validated_at' then
+    local existing = redis.call('HGETALL', key)
+    for i = 1, #existing, 2 do
+      if string.sub(existing[i], 1, 2) == 't:'
+        and (all or (tonumber(existing[i + 1]) or 0) <= now) then
+        redis.call('HDEL', key, existing[i])
+      elseif existing[i] == 'validated_at' then
         extend = false
       end
     end
-    redis.call('HSET', key, 'attempt', A[9], 'attempt_token', A[10], 't:' .. A[10], A[11])
+    fields = {'attempt', A[9], 'attempt_token', A[10], 't:' .. A[10], A[11], 'lang', A[12]}
   end
-  if A[7] == '1' then redis.call('HSET', key, 'next_link', A[8]) end
-  redis.call('HSET', key, 'lang', A[12])
+  if A[7] == '1' then
+    table.insert(fields, 'next_link')
+    table.insert(fields, A[8])
+  end
+  redis.call('HSET', key, unpack(fields))
   if extend then redis.call('PEXPIRE', key, A[1]) end
 end
