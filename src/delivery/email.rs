@@ -17,6 +17,7 @@ use crate::config::{Email, EmailTransport};
 use crate::templates::Templates;
 
 mod compose;
+mod skeleton;
 
 pub use compose::{Composer, Stamp};
 

@@ -2,7 +2,7 @@
 //! `multipart/alternative` message with its headers. The sender and `templates render` build
 //! mail the same way, here.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lettre::address::Envelope;
@@ -13,9 +13,11 @@ use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 
 use super::mask_email;
+use super::skeleton::MailSkeleton;
 use crate::config::Email;
 use crate::delivery::{DeliveryError, MailContent, MailRequest};
 use crate::templates::{MailVars, NoticeVars, RenderedMail, Templates};
+use crate::threepid::Purpose;
 
 /// When a message is dated, and how its Message-ID and MIME boundary are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub struct Composer {
     app_name: String,
     server_name: String,
     templates: Arc<Templates>,
+    /// The verification mails' skeletons, per language (in the catalogues' order) and
+    /// purpose, each made on first use; `None` where the templates need rendering each time.
+    skeletons: Vec<[OnceLock<Option<MailSkeleton>>; 3]>,
 }
 
 impl Composer {
@@ -50,8 +55,49 @@ impl Composer {
             from,
             app_name: config.app_name.clone(),
             server_name: server_name.to_owned(),
+            skeletons: templates
+                .catalogues()
+                .tags()
+                .map(|_| Default::default())
+                .collect(),
             templates,
         })
+    }
+
+    /// The skeleton of `purpose`'s mail in `language`, when its templates allow one.
+    pub(super) fn skeleton(&self, purpose: Purpose, language: &str) -> Option<&MailSkeleton> {
+        let catalogues = self.templates.catalogues();
+        let lang = catalogues.resolve(Some(language));
+        let index = catalogues.tags().position(|tag| tag == lang)?;
+        let slot = match purpose {
+            Purpose::Registration => 0,
+            Purpose::PasswordReset => 1,
+            Purpose::AddThreepid => 2,
+        };
+        self.skeletons[index][slot]
+            .get_or_init(|| {
+                MailSkeleton::build(|link, token| self.verification(purpose, link, token, lang))
+            })
+            .as_ref()
+    }
+
+    pub(super) fn verification(
+        &self,
+        purpose: Purpose,
+        link: &str,
+        token: &str,
+        language: &str,
+    ) -> Result<RenderedMail, crate::templates::TemplateError> {
+        self.templates.mail(
+            purpose,
+            &MailVars {
+                app_name: &self.app_name,
+                server_name: &self.server_name,
+                link,
+                token,
+            },
+            language,
+        )
     }
 
     /// Subject, text and HTML of a mail, in its language.
@@ -61,16 +107,10 @@ impl Composer {
                 purpose,
                 link,
                 token,
-            } => self.templates.mail(
-                *purpose,
-                &MailVars {
-                    app_name: &self.app_name,
-                    server_name: &self.server_name,
-                    link,
-                    token,
-                },
-                mail.language,
-            ),
+            } => match self.skeleton(*purpose, mail.language) {
+                Some(skeleton) => Ok(skeleton.fill(link, token)),
+                None => self.verification(*purpose, link, token, mail.language),
+            },
             MailContent::Notice {
                 notice,
                 time,

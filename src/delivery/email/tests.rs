@@ -274,3 +274,30 @@ fn text_that_7bit_cannot_carry_as_it_is_goes_to_lettre() {
     );
     assert_eq!(body.into_vec(), b"a\r\nb\r\n.c");
 }
+
+#[test]
+fn every_built_in_verification_mail_has_a_skeleton_that_renders_as_its_templates() {
+    let templates = templates();
+    let composer = Composer::new(&email_config(""), "example.org", templates.clone()).unwrap();
+    let link = "https://m.example.org/_matrix/client/unstable/add_threepid/email/submit_token?\
+                token=Abc123xyz&client_secret=s3cr%2Ft&sid=QWErty";
+    for lang in templates.catalogues().tags() {
+        for purpose in [
+            Purpose::Registration,
+            Purpose::PasswordReset,
+            Purpose::AddThreepid,
+        ] {
+            let skeleton = composer
+                .skeleton(purpose, lang)
+                .unwrap_or_else(|| panic!("no skeleton for {purpose:?} in {lang}"));
+            let filled = skeleton.fill(link, "Abc123xyz");
+            let rendered = composer
+                .verification(purpose, link, "Abc123xyz", lang)
+                .unwrap();
+            assert_eq!(filled.subject, rendered.subject, "{purpose:?} {lang}");
+            assert_eq!(filled.text, rendered.text, "{purpose:?} {lang}");
+            assert_eq!(filled.html, rendered.html, "{purpose:?} {lang}");
+            assert_eq!(filled.language, rendered.language, "{purpose:?} {lang}");
+        }
+    }
+}
