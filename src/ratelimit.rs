@@ -100,7 +100,7 @@ impl AddressKey {
 
     /// Lowercase hex, as a store keeps it.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::token::lower_hex(&self.0)
     }
 
     /// From [`AddressKey::to_hex`]'s form.
@@ -135,7 +135,7 @@ impl AddressHash {
             <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes a key of any length");
         mac.update(address.as_bytes());
         let digest = mac.finalize().into_bytes();
-        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Self(crate::token::lower_hex(&digest))
     }
 
     /// Lowercase hex, as it appears in a key.

@@ -282,19 +282,31 @@ pub fn mask_ip(ip: std::net::IpAddr) -> String {
 
 /// An address shown in logs: `a***@example.org`, `+44*******01`.
 pub fn mask_address(address: &str) -> String {
-    match address.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => {
-            let digits: Vec<char> = address.chars().collect();
-            if digits.len() <= 4 {
-                return "***".into();
+    Masked(address).to_string()
+}
+
+/// [`mask_address`] written only when displayed: a log line filtered out by the level costs
+/// nothing.
+#[derive(Clone, Copy)]
+pub struct Masked<'a>(pub &'a str);
+
+impl std::fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let address = self.0;
+        match address.split_once('@') {
+            Some((local, domain)) => {
+                let first = local.chars().next().map(String::from).unwrap_or_default();
+                write!(f, "{first}***@{domain}")
             }
-            let head: String = digits[..2].iter().collect();
-            let tail: String = digits[digits.len() - 2..].iter().collect();
-            format!("{head}{}{tail}", "*".repeat(digits.len() - 4))
+            None => {
+                let count = address.chars().count();
+                if count <= 4 {
+                    return f.write_str("***");
+                }
+                let head: String = address.chars().take(2).collect();
+                let tail: String = address.chars().skip(count - 2).collect();
+                write!(f, "{head}{}{tail}", "*".repeat(count - 4))
+            }
         }
     }
 }

@@ -483,7 +483,7 @@ async fn issue_limited(
             return Err(MatrixError::limit_exceeded(retry_after_ms));
         }
     };
-    let masked = validate::mask_address(&req.address);
+    let masked = validate::Masked(&req.address);
     match &decision {
         SendDecision::AlreadySent { sid } => {
             tracing::info!(to = %masked, "requestToken: send_attempt already seen; nothing sent");

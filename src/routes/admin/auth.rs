@@ -51,7 +51,7 @@ pub fn check(
         });
     if bool::from(matched) {
         Ok(AdminCaller {
-            token: presented[..4].iter().map(|b| format!("{b:02x}")).collect(),
+            token: crate::token::lower_hex(&presented[..4]),
             peer,
         })
     } else {
