@@ -295,8 +295,10 @@ impl std::fmt::Display for Masked<'_> {
         let address = self.0;
         match address.split_once('@') {
             Some((local, domain)) => {
-                let first = local.chars().next().map(String::from).unwrap_or_default();
-                write!(f, "{first}***@{domain}")
+                if let Some(first) = local.chars().next() {
+                    std::fmt::Write::write_char(f, first)?;
+                }
+                write!(f, "***@{domain}")
             }
             None => {
                 let count = address.chars().count();

@@ -286,8 +286,7 @@ impl<Q: Queue> Sender<Q> {
     }
 
     async fn handle_message(&self, m: Queued, taken: Instant, committed: Option<u64>) {
-        let address = m.address.as_str();
-        let to = crate::validate::Masked(address);
+        let to = crate::validate::Masked(&m.address);
         let medium = m.medium.as_str();
         let committed = match committed {
             Some(token_expires_ms) => Ok(Committed::Yes { token_expires_ms }),

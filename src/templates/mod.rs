@@ -457,9 +457,10 @@ fn translate(
     kwargs.assert_all_used()?;
     let mut args =
         fluent_bundle::FluentArgs::with_capacity(MESSAGE_VARIABLES.len() + keywords.len());
-    let named = MESSAGE_VARIABLES.iter().zip(&variables);
-    for (name, value) in named.filter_map(|(name, v)| Some((*name, v.as_ref()?))) {
-        args.set(name, fluent_text(value));
+    for (name, value) in MESSAGE_VARIABLES.iter().zip(&variables) {
+        if let Some(value) = value {
+            args.set(*name, fluent_text(value));
+        }
     }
     for (name, value) in &keywords {
         args.set(*name, fluent_text(value));

@@ -197,22 +197,19 @@ impl Composer {
 /// a mail's composition time.
 pub(super) fn body(text: String) -> Body {
     const MAX_LINE: usize = 998;
-    let plain = text.is_ascii()
-        && !text.contains('\0')
-        && text.split('\n').all(|line| {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            line.len() <= MAX_LINE && !line.contains('\r')
-        });
-    if !plain {
+    if !text.is_ascii() || text.contains('\0') {
         return Body::new(text);
     }
     let mut crlf = Vec::with_capacity(text.len() + text.len() / 32 + 2);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        crlf.extend_from_slice(line.strip_suffix('\r').unwrap_or(line).as_bytes());
-        if lines.peek().is_some() {
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.len() > MAX_LINE || line.contains('\r') {
+            return Body::new(text);
+        }
+        if i > 0 {
             crlf.extend_from_slice(b"\r\n");
         }
+        crlf.extend_from_slice(line.as_bytes());
     }
     Body::dangerous_pre_encoded(crlf, ContentTransferEncoding::SevenBit)
 }

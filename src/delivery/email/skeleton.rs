@@ -7,6 +7,8 @@
 //! templates' own rendering of that pair byte for byte. A template that transforms the link
 //! (wraps it, shortens it, branches on it) fails that check and is rendered every time.
 
+use std::fmt::Write as _;
+
 use minijinja::HtmlEscape;
 
 use crate::templates::RenderedMail;
@@ -69,7 +71,7 @@ impl MailSkeleton {
     }
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Piece {
     Text(String),
     Link,
@@ -119,8 +121,12 @@ impl Skeleton {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Link => out.push_str(link),
                 Piece::Token => out.push_str(token),
-                Piece::LinkEscaped => out.push_str(&escaped(link)),
-                Piece::TokenEscaped => out.push_str(&escaped(token)),
+                Piece::LinkEscaped => {
+                    let _ = write!(out, "{}", HtmlEscape(link));
+                }
+                Piece::TokenEscaped => {
+                    let _ = write!(out, "{}", HtmlEscape(token));
+                }
             }
         }
         out
@@ -132,13 +138,7 @@ fn split(text: &str, needle: &str, hole: &Piece) -> Vec<Piece> {
     let mut pieces = Vec::new();
     for (i, part) in text.split(needle).enumerate() {
         if i > 0 {
-            pieces.push(match hole {
-                Piece::Link => Piece::Link,
-                Piece::LinkEscaped => Piece::LinkEscaped,
-                Piece::Token => Piece::Token,
-                Piece::TokenEscaped => Piece::TokenEscaped,
-                Piece::Text(_) => unreachable!("holes are not text"),
-            });
+            pieces.push(hole.clone());
         }
         if !part.is_empty() {
             pieces.push(Piece::Text(part.to_owned()));
